@@ -1,0 +1,74 @@
+//! The one event type of the gateway. Its wire names (`agent:run:start`, ...) are what the
+//! dashboard, the WebSocket and outbound webhooks see, so they never change lightly.
+
+use serde::Serialize;
+
+/// Everything that happens in the gateway that someone might want to watch.
+///
+/// Serialised as `{"event": "<wire name>", "payload": {...}}`; the bus adds `timestamp` and
+/// `source` to form the envelope that every subscriber receives.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", content = "payload")]
+pub enum GatewayEvent {
+    #[serde(rename = "agent:run:start", rename_all = "camelCase")]
+    RunStart { run_id: String, source: String },
+    #[serde(rename = "agent:run:complete", rename_all = "camelCase")]
+    RunComplete {
+        run_id: String,
+        output: String,
+        input_tokens: i64,
+        output_tokens: i64,
+        cost_micros: i64,
+    },
+    #[serde(rename = "agent:run:error", rename_all = "camelCase")]
+    RunError { run_id: String, error: String },
+    /// A supervised actor died and was restarted (DESIGN: restarts are visible).
+    #[serde(rename = "actor:restarted", rename_all = "camelCase")]
+    ActorRestarted { actor: String, restarts: u64 },
+    #[serde(rename = "auth:login", rename_all = "camelCase")]
+    Login { username: String },
+    #[serde(rename = "auth:logout", rename_all = "camelCase")]
+    Logout { username: String },
+}
+
+impl GatewayEvent {
+    /// The wire name, e.g. `agent:run:start`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GatewayEvent::RunStart { .. } => "agent:run:start",
+            GatewayEvent::RunComplete { .. } => "agent:run:complete",
+            GatewayEvent::RunError { .. } => "agent:run:error",
+            GatewayEvent::ActorRestarted { .. } => "actor:restarted",
+            GatewayEvent::Login { .. } => "auth:login",
+            GatewayEvent::Logout { .. } => "auth:logout",
+        }
+    }
+
+    /// Every wire name, for catalogues (`/api/webhooks/events`) and validation.
+    pub const NAMES: &'static [&'static str] = &[
+        "agent:run:start",
+        "agent:run:complete",
+        "agent:run:error",
+        "actor:restarted",
+        "auth:login",
+        "auth:logout",
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape_uses_event_and_payload() {
+        let e = GatewayEvent::RunStart {
+            run_id: "r1".into(),
+            source: "webhook".into(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "agent:run:start");
+        assert_eq!(v["payload"]["runId"], "r1");
+        assert_eq!(e.name(), "agent:run:start");
+        assert!(GatewayEvent::NAMES.contains(&e.name()));
+    }
+}

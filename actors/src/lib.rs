@@ -1,0 +1,15 @@
+//! Loop Gateway's actor tree: every long-lived or concurrent part of the gateway is an actix
+//! actor here, and they talk only through the typed messages declared next to each actor.
+
+pub mod bus;
+pub mod events;
+pub mod secrets;
+pub mod store;
+pub mod supervise;
+pub mod time;
+
+pub use bus::{BusEvent, EventBus, Publish, Subscribe};
+pub use events::GatewayEvent;
+pub use secrets::{SecretBox, SecretError};
+pub use store::{Store, StoreError};
+pub use supervise::{ActorStatus, GetSupervisionTree, Supervision};

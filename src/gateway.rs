@@ -1,0 +1,173 @@
+//! `Gateway`: the root of the actor tree. It builds the tree from the `Config`, runs the
+//! periodic housekeeping, and owns shutdown: on SIGTERM/SIGINT it stops the web server
+//! gracefully and then the system.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use loop_gateway_actors::store::runs::MarkInterruptedRuns;
+use loop_gateway_actors::store::sessions::PurgeExpiredSessions;
+use loop_gateway_actors::store::{self, Pool};
+use loop_gateway_actors::supervise::{start_supervised, AttachBus};
+use loop_gateway_actors::{EventBus, SecretBox, Store, Supervision};
+use loop_gateway_web::{StopServer, WebConfig, WebDeps, WebServer};
+
+use crate::config::Config;
+
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+pub struct Gateway {
+    store: Addr<Store>,
+    web: Addr<WebServer>,
+    shutting_down: bool,
+}
+
+/// Stop the gateway: graceful HTTP shutdown, then the actor system.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+impl Gateway {
+    /// Build the tree. Must run inside an actix `System`.
+    pub fn build(
+        config: &Config,
+        pool: Pool,
+        secrets: SecretBox,
+        setup_code: Option<String>,
+    ) -> Result<Addr<Gateway>, StartError> {
+        let supervision = Supervision::default().start();
+        let bus = start_supervised("event_bus", &supervision, |_| EventBus::default());
+        supervision.do_send(AttachBus(bus.clone()));
+        let store = Store::start(pool, usize::from(config.store_threads));
+
+        let web_config = WebConfig {
+            host: config.host.clone(),
+            port: config.port,
+            rate_limit_per_minute: config.rate_limit_per_minute,
+            webhook_rate_limit_per_minute: config.webhook_rate_limit_per_minute,
+            login_rate_limit_per_minute: config.login_rate_limit_per_minute,
+            trusted_proxies: config.trusted_proxies.clone(),
+            session_ttl_hours: config.session_ttl_hours,
+            bcrypt_cost: config.bcrypt_cost,
+            body_limit_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+            setup_code,
+            shutdown_grace_seconds: config.shutdown_grace_seconds,
+            workers: config.http_workers.map(usize::from),
+        };
+        let (web, addrs) = WebServer::start(WebDeps {
+            store: store.clone(),
+            bus,
+            supervision,
+            config: web_config,
+            ticket_key: secrets.derive_key("ws-ticket"),
+        })
+        .map_err(|source| StartError::Bind {
+            addr: format!("{}:{}", config.host, config.port),
+            source,
+        })?;
+        for addr in &addrs {
+            // A plain line on stdout (not a log line) that people and test harnesses can wait for.
+            println!("loop-gateway listening on http://{addr}");
+            tracing::info!(%addr, "listening");
+        }
+        Ok(Gateway {
+            store,
+            web,
+            shutting_down: false,
+        }
+        .start())
+    }
+}
+
+impl Actor for Gateway {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        actix_rt::spawn(async move {
+            match store.send(MarkInterruptedRuns).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::warn!(
+                        runs = n,
+                        "marked runs left unfinished by the last stop as interrupted"
+                    )
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "could not mark interrupted runs"),
+                _ => {}
+            }
+        });
+        ctx.run_interval(SESSION_PURGE_EVERY, |act, _| {
+            act.store.do_send(PurgeExpiredSessions);
+        });
+        // The process's one signal handler (actix-web's own is disabled).
+        let me = ctx.address();
+        actix_rt::spawn(async move {
+            let reason = wait_for_signal().await;
+            me.do_send(Shutdown { reason });
+        });
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+impl Handler<Shutdown> for Gateway {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(fut::ready(()));
+        }
+        self.shutting_down = true;
+        tracing::info!(
+            reason = msg.reason,
+            "shutting down: finishing in-flight requests"
+        );
+        let web = self.web.clone();
+        Box::pin(
+            async move {
+                let _ = web.send(StopServer).await;
+            }
+            .into_actor(self)
+            .map(|_, _, _| {
+                tracing::info!("stopped");
+                System::current().stop();
+            }),
+        )
+    }
+}
+
+/// Open the database for an offline command (migrate, admin): same file, same migrations.
+pub fn open_store(config: &Config) -> Result<Pool, store::StoreError> {
+    store::open(&config.database_path(), 2)
+}
