@@ -59,8 +59,8 @@ pub struct Config {
     /// 64 hex characters (32 bytes) that encrypt stored secrets. When absent, a key is
     /// generated once into <DATA_DIR>/secret.key (mode 0600) and reused.
     #[arg(long, env = "GATEWAY_SECRET_KEY", value_name = "GATEWAY_SECRET_KEY",
-          hide_env_values = true, value_parser = parse_secret_key, global = true)]
-    pub secret_key: Option<SecretKey>,
+          hide_env_values = true, global = true)]
+    pub secret_key: Option<String>,
 
     /// Default API key for Anthropic's Messages API.
     #[arg(
@@ -196,8 +196,9 @@ impl Config {
 
     /// The master key: from GATEWAY_SECRET_KEY, else <DATA_DIR>/secret.key, created once.
     pub fn load_or_create_secret_key(&self) -> Result<SecretKey, String> {
-        if let Some(k) = &self.secret_key {
-            return Ok(k.clone());
+        // Checked here rather than by clap, whose error would echo the bad value.
+        if let Some(k) = self.secret_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            return parse_secret_key(k).map_err(|e| format!("GATEWAY_SECRET_KEY {e}"));
         }
         let path = self.data_dir.join("secret.key");
         match std::fs::read_to_string(&path) {

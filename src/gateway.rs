@@ -19,6 +19,7 @@ const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 pub struct Gateway {
     store: Addr<Store>,
     web: Addr<WebServer>,
+    signals: Option<Signals>,
     shutting_down: bool,
 }
 
@@ -31,6 +32,8 @@ pub struct Shutdown {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -46,6 +49,7 @@ impl Gateway {
         secrets: SecretBox,
         setup_code: Option<String>,
     ) -> Result<Addr<Gateway>, StartError> {
+        let signals = Signals::register().map_err(StartError::Signals)?;
         let supervision = Supervision::default().start();
         let bus = start_supervised("event_bus", &supervision, |_| EventBus::default());
         supervision.do_send(AttachBus(bus.clone()));
@@ -84,6 +88,7 @@ impl Gateway {
         Ok(Gateway {
             store,
             web,
+            signals: Some(signals),
             shutting_down: false,
         }
         .start())
@@ -111,33 +116,52 @@ impl Actor for Gateway {
             act.store.do_send(PurgeExpiredSessions);
         });
         // The process's one signal handler (actix-web's own is disabled).
-        let me = ctx.address();
-        actix_rt::spawn(async move {
-            let reason = wait_for_signal().await;
-            me.do_send(Shutdown { reason });
-        });
+        if let Some(signals) = self.signals.take() {
+            let me = ctx.address();
+            actix_rt::spawn(async move {
+                let reason = signals.recv().await;
+                me.do_send(Shutdown { reason });
+            });
+        }
     }
 }
 
-async fn wait_for_signal() -> &'static str {
+/// SIGTERM and SIGINT, registered before the gateway says it is listening so that a signal
+/// arriving right after start-up is handled, not fatal.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
 

@@ -1,0 +1,12 @@
+//! End-to-end tests of the real binary over HTTP and WebSocket. One test binary, one module
+//! per feature, so the suite links once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod errors;
+mod lifecycle;
+mod persistence;
+mod rate_limit;
+mod websocket;

@@ -1,0 +1,317 @@
+//! The test harness: `TestServer` starts the real `loop-gateway` binary on an ephemeral port
+//! with a temporary data directory (both dropped with it) and offers calls that read like the
+//! API. Peers (stand-ins, mail servers, browsers) are guard objects of the same kind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use awc::http::StatusCode;
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_loop-gateway");
+pub const ADMIN: &str = "admin";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A running gateway. Killed when dropped; its data directory goes with it.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub port: u16,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+/// A response: status, headers and the body parsed as JSON (Null when empty or not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// The error code of an error-shaped body; panics when the body is not that shape.
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error body: {} {}", self.status, self.body))
+    }
+}
+
+impl TestServer {
+    /// Start with test defaults (fast bcrypt) plus `env`.
+    pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_in_owned(dir, env)
+    }
+
+    fn start_in_owned(dir: tempfile::TempDir, env: Vec<(String, String)>) -> TestServer {
+        let mut s = TestServer {
+            dir,
+            base: String::new(),
+            port: 0,
+            child: None,
+            env,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Start on an existing directory (its `data/` is the data directory).
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestServer {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_in_owned(dir, env)
+    }
+
+    /// Stop the server (if running) and keep its directory.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        self.kill();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("gateway.db")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A command for the binary with this server's environment (for subcommands too).
+    pub fn command(&self) -> Command {
+        command_in(self.dir.path(), &self.env)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut cmd = self.command();
+        // Reuse the same port across restarts so clients keep their URL.
+        cmd.env("PORT", self.port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("start loop-gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("loop-gateway listening on http://") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "loop-gateway did not start; its log:\n{}",
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+        };
+        self.port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        self.child = Some(child);
+    }
+
+    /// Stop with SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        wait_with_timeout(&mut child, Duration::from_secs(20))
+    }
+
+    /// Stop with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop gracefully and start again on the same data directory and port.
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "clean exit before restart: {status:?}");
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        send(client(None).get(self.url(path)), token, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
+        send(client(None).post(self.url(path)), token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        send(client(None).delete(self.url(path)), token, None).await
+    }
+
+    /// A GET from another loopback address (a different client IP).
+    pub async fn get_from(&self, ip: &str, path: &str, token: Option<&str>) -> Reply {
+        let ip: IpAddr = ip.parse().expect("ip");
+        send(client(Some(ip)).get(self.url(path)), token, None).await
+    }
+
+    /// Create the admin account; returns its session token.
+    pub async fn setup(&self) -> String {
+        let r = self
+            .post(
+                "/api/auth/setup",
+                json!({"username": ADMIN, "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "setup: {}", r.body);
+        r.body["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
+        self.post(
+            "/api/auth/login",
+            json!({"username": username, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    /// Log in as the admin and return the token.
+    pub async fn login_token(&self) -> String {
+        let r = self.login(ADMIN, PASSWORD).await;
+        assert_eq!(r.status, StatusCode::OK, "login: {}", r.body);
+        r.body["token"].as_str().expect("token").to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A command for the binary, isolated from the developer's environment and `.env`.
+pub fn command_in(dir: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATA_DIR", dir.join("data"))
+        .env("BCRYPT_COST", "4")
+        .env("LOG_FORMAT", "json")
+        .env("HTTP_WORKERS", "2");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn client(local: Option<IpAddr>) -> awc::Client {
+    let mut connector = awc::Connector::new();
+    if let Some(ip) = local {
+        connector = connector.local_address(ip);
+    }
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+pub async fn send(req: awc::ClientRequest, token: Option<&str>, body: Option<Value>) -> Reply {
+    let req = match token {
+        Some(t) => req.insert_header(("authorization", format!("Bearer {t}"))),
+        None => req,
+    };
+    let mut res = match body {
+        Some(b) => req.send_json(&b).await,
+        None => req.send().await,
+    }
+    .expect("request");
+    let bytes = res.body().limit(64 * 1024 * 1024).await.expect("body");
+    Reply {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+/// Send a raw body with a given content type.
+pub async fn send_raw(req: awc::ClientRequest, content_type: &str, body: &str) -> Reply {
+    let mut res = req
+        .insert_header(("content-type", content_type))
+        .send_body(body.to_string())
+        .await
+        .expect("request");
+    let bytes = res.body().limit(64 * 1024 * 1024).await.expect("body");
+    Reply {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
