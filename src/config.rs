@@ -58,8 +58,13 @@ pub struct Config {
 
     /// 64 hex characters (32 bytes) that encrypt stored secrets. When absent, a key is
     /// generated once into <DATA_DIR>/secret.key (mode 0600) and reused.
-    #[arg(long, env = "GATEWAY_SECRET_KEY", value_name = "GATEWAY_SECRET_KEY",
-          hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "GATEWAY_SECRET_KEY",
+        value_name = "GATEWAY_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub secret_key: Option<String>,
 
     /// Default API key for Anthropic's Messages API.

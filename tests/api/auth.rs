@@ -42,7 +42,12 @@ async fn setup_validates_credentials() {
         json!({"username": "admin", "password": "long enough", "role": "root"}),
     ] {
         let r = s.post("/api/auth/setup", body.clone(), None).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.body
+        );
     }
     // Nothing was created by the refused attempts.
     assert_eq!(
@@ -67,7 +72,10 @@ async fn login_right_and_wrong() {
     let unknown = s.login("nobody", PASSWORD).await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
     // The same message for both, so usernames cannot be probed.
-    assert_eq!(wrong.body["error"]["message"], unknown.body["error"]["message"]);
+    assert_eq!(
+        wrong.body["error"]["message"],
+        unknown.body["error"]["message"]
+    );
 }
 
 #[actix_rt::test]
@@ -75,7 +83,10 @@ async fn logout_ends_the_session_only() {
     let s = TestServer::start();
     let first = s.setup().await;
     let second = s.login_token().await;
-    assert_eq!(s.get("/api/auth/me", Some(&first)).await.body["username"], ADMIN);
+    assert_eq!(
+        s.get("/api/auth/me", Some(&first)).await.body["username"],
+        ADMIN
+    );
 
     let out = s.post("/api/auth/logout", json!({}), Some(&first)).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
@@ -83,10 +94,15 @@ async fn logout_ends_the_session_only() {
         s.get("/api/runs", Some(&first)).await.status,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(s.get("/api/runs", Some(&second)).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/api/runs", Some(&second)).await.status,
+        StatusCode::OK
+    );
     // Logging out twice is a 401, not a crash.
     assert_eq!(
-        s.post("/api/auth/logout", json!({}), Some(&first)).await.status,
+        s.post("/api/auth/logout", json!({}), Some(&first))
+            .await
+            .status,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -100,18 +116,26 @@ async fn unknown_malformed_and_expired_tokens_are_refused() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "token {bad:?}");
         assert_eq!(r.error_code(), "unauthorized");
     }
-    assert_eq!(s.get("/api/runs", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.get("/api/runs", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Expire the session in the database, as time would.
     let conn = rusqlite::Connection::open(s.db_path()).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
     assert_eq!(
-        conn.execute("UPDATE sessions SET expires_at = 1", []).unwrap(),
+        conn.execute("UPDATE sessions SET expires_at = 1", [])
+            .unwrap(),
         1
     );
     let r = s.get("/api/runs", Some(&token)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
 }
 
 #[actix_rt::test]

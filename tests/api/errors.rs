@@ -31,7 +31,12 @@ async fn bad_bodies() {
     let s = TestServer::start();
     let url = s.url("/api/auth/login");
 
-    let r = send_raw(client(None).post(&url), "application/json", "{\"username\": ").await;
+    let r = send_raw(
+        client(None).post(&url),
+        "application/json",
+        "{\"username\": ",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.error_code(), "bad_request");
 
@@ -45,13 +50,22 @@ async fn bad_bodies() {
     assert_eq!(r.error_code(), "payload_too_large");
 
     let r = s
-        .post("/api/auth/login", json!({"username": 5, "password": []}), None)
+        .post(
+            "/api/auth/login",
+            json!({"username": 5, "password": []}),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.error_code(), "validation_failed");
-    let r = s.post("/api/auth/login", json!({"username": "a"}), None).await;
+    let r = s
+        .post("/api/auth/login", json!({"username": "a"}), None)
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("password"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("password"));
 }
 
 #[actix_rt::test]
@@ -66,7 +80,12 @@ async fn bad_query_parameters() {
         "since=yesterday",
     ] {
         let r = s.get(&format!("/api/runs?{q}"), Some(&token)).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{q}: {}",
+            r.body
+        );
     }
     let r = s.get("/api/runs?limit=abc", Some(&token)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -77,7 +96,12 @@ async fn bad_query_parameters() {
 async fn runs_list_has_the_shared_shape() {
     let s = TestServer::start();
     let token = s.setup().await;
-    let r = s.get("/api/runs?limit=10&offset=0&status=complete", Some(&token)).await;
+    let r = s
+        .get("/api/runs?limit=10&offset=0&status=complete", Some(&token))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, json!({"items": [], "total": 0, "limit": 10, "offset": 0}));
+    assert_eq!(
+        r.body,
+        json!({"items": [], "total": 0, "limit": 10, "offset": 0})
+    );
 }

@@ -35,7 +35,12 @@ async fn openapi_document_matches_the_routes() {
     let doc = s.get("/api/openapi.json", None).await;
     assert_eq!(doc.status, StatusCode::OK);
     let paths = doc.body["paths"].as_object().unwrap();
-    for p in ["/api/auth/login", "/api/auth/setup", "/api/health", "/api/runs"] {
+    for p in [
+        "/api/auth/login",
+        "/api/auth/setup",
+        "/api/health",
+        "/api/runs",
+    ] {
         assert!(paths.contains_key(p), "{p} documented");
     }
     // Every documented GET without parameters answers (no 404/405): the document cannot
@@ -55,9 +60,19 @@ async fn openapi_document_matches_the_routes() {
 #[actix_rt::test]
 async fn the_dashboard_page_is_served() {
     let s = TestServer::start();
-    let mut res = crate::common::client(None).get(s.url("/")).send().await.unwrap();
+    let mut res = crate::common::client(None)
+        .get(s.url("/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let ct = res.headers().get("content-type").unwrap().to_str().unwrap().to_string();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(ct.starts_with("text/html"), "{ct}");
     let body = res.body().await.unwrap();
     assert!(String::from_utf8_lossy(&body).contains("Loop Gateway"));
@@ -97,5 +112,8 @@ fn a_taken_port_fails_start_up_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
 }

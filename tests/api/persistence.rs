@@ -20,7 +20,8 @@ async fn users_and_sessions_survive_a_restart() {
     // A row the schema must not wipe when it is applied again at start.
     {
         let conn = rusqlite::Connection::open(s.db_path()).unwrap();
-        conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
         conn.execute(
             "INSERT INTO agent_runs (id, source, status, input, created_at)
              VALUES ('run-1', 'webhook', 'complete', 'hi', 1700000000000),
@@ -30,7 +31,10 @@ async fn users_and_sessions_survive_a_restart() {
         .unwrap();
     }
     s.restart();
-    assert_eq!(s.get("/api/auth/me", Some(&token)).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/api/auth/me", Some(&token)).await.status,
+        StatusCode::OK
+    );
     assert_eq!(s.login(ADMIN, PASSWORD).await.status, StatusCode::OK);
     let runs = s.get("/api/runs", Some(&token)).await;
     assert_eq!(runs.body["total"], 2);
@@ -47,7 +51,8 @@ async fn a_database_at_an_older_version_is_migrated() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     // Build a version-1 database by hand: only the first migration, and a user in it.
-    let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.sql")).unwrap();
+    let schema =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.sql")).unwrap();
     let v1 = schema
         .split("\n-- migration: 2")
         .next()
@@ -68,7 +73,10 @@ async fn a_database_at_an_older_version_is_migrated() {
     }
     let s = TestServer::start_in(dir, &[]);
     let token = s.login_token().await;
-    assert_eq!(s.get("/api/runs", Some(&token)).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/api/runs", Some(&token)).await.status,
+        StatusCode::OK
+    );
     assert_eq!(user_version(&s.db_path()), LATEST_VERSION);
 }
 
@@ -86,7 +94,10 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
     let out = crate::common::command_in(dir.path(), &[]).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("newer than this loop-gateway supports"), "{stderr}");
+    assert!(
+        stderr.contains("newer than this loop-gateway supports"),
+        "{stderr}"
+    );
     assert_eq!(user_version(&db), 99);
 }
 
@@ -97,10 +108,20 @@ async fn migrate_subcommand_applies_and_exits() {
         .arg("migrate")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("schema version {LATEST_VERSION}")), "{stdout}");
-    assert_eq!(user_version(&dir.path().join("data/gateway.db")), LATEST_VERSION);
+    assert!(
+        stdout.contains(&format!("schema version {LATEST_VERSION}")),
+        "{stdout}"
+    );
+    assert_eq!(
+        user_version(&dir.path().join("data/gateway.db")),
+        LATEST_VERSION
+    );
 }
 
 #[actix_rt::test]
@@ -134,7 +155,10 @@ async fn admin_reset_password_works_offline() {
     assert!(!unknown.status.success());
 
     s = TestServer::start_in(s.into_dir(), &[]);
-    assert_eq!(s.login(ADMIN, PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.login(ADMIN, PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         s.login(ADMIN, "a brand new password").await.status,
         StatusCode::OK
@@ -159,7 +183,12 @@ async fn tokens_and_passwords_never_reach_the_database_in_plain_text() {
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(s.data_dir()).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("gateway.db") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("gateway.db")
+        {
             bytes.extend(std::fs::read(path).unwrap());
         }
     }

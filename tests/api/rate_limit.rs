@@ -28,15 +28,26 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
             .insert_header(("x-forwarded-for", xff));
         send(req, None, None)
     };
-    let trusting =
-        TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "2"), ("TRUSTED_PROXIES", "127.0.0.1/32")]);
-    assert_eq!(get_as(&trusting, "203.0.113.1").await.status, StatusCode::OK);
-    assert_eq!(get_as(&trusting, "203.0.113.1").await.status, StatusCode::OK);
+    let trusting = TestServer::start_with(&[
+        ("RATE_LIMIT_PER_MINUTE", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ]);
+    assert_eq!(
+        get_as(&trusting, "203.0.113.1").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_as(&trusting, "203.0.113.1").await.status,
+        StatusCode::OK
+    );
     assert_eq!(
         get_as(&trusting, "203.0.113.1").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    assert_eq!(get_as(&trusting, "203.0.113.2").await.status, StatusCode::OK);
+    assert_eq!(
+        get_as(&trusting, "203.0.113.2").await.status,
+        StatusCode::OK
+    );
 
     // Without trusted proxies the header is ignored: the peer is the client.
     let plain = TestServer::start_with(&[("RATE_LIMIT_PER_MINUTE", "2")]);

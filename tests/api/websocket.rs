@@ -6,9 +6,7 @@ use serde_json::{json, Value};
 
 use crate::common::{client, TestServer, ADMIN, PASSWORD};
 
-async fn next_json(
-    conn: &mut actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
-) -> Value {
+async fn next_json(conn: &mut actix_codec::Framed<awc::BoxedSocket, ws::Codec>) -> Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), conn.next())
             .await
@@ -69,7 +67,11 @@ async fn websocket_delivers_bus_events() {
         s.url("/ws").replace("http://", "ws://"),
         ticket.body["ticket"].as_str().unwrap()
     );
-    let (_, mut conn) = client(None).ws(url.as_str()).connect().await.expect("connect");
+    let (_, mut conn) = client(None)
+        .ws(url.as_str())
+        .connect()
+        .await
+        .expect("connect");
     let ready = next_json(&mut conn).await;
     assert_eq!(ready["event"], "ws:ready");
     assert_eq!(ready["payload"]["username"], ADMIN);
