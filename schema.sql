@@ -47,3 +47,107 @@ CREATE TABLE agent_runs (
 CREATE INDEX agent_runs_created ON agent_runs(created_at DESC);
 CREATE INDEX agent_runs_status_created ON agent_runs(status, created_at DESC);
 CREATE INDEX agent_runs_source_created ON agent_runs(source, created_at DESC);
+
+-- migration: 3
+ALTER TABLE agent_runs ADD COLUMN stop_reason TEXT;
+ALTER TABLE agent_runs ADD COLUMN error_code TEXT;
+ALTER TABLE agent_runs ADD COLUMN model TEXT;
+ALTER TABLE agent_runs ADD COLUMN metadata TEXT;
+ALTER TABLE agent_runs ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agent_runs ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agent_runs ADD COLUMN llm_calls INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE conversations (
+    id         TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+-- The history the model sees: one row per message, content as Messages API JSON blocks.
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    run_id          TEXT,
+    role            TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content         TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX messages_conversation ON messages(conversation_id, id);
+
+-- Every model call (retries included), priced when it is made.
+CREATE TABLE api_calls (
+    id                    INTEGER PRIMARY KEY,
+    run_id                TEXT REFERENCES agent_runs(id) ON DELETE SET NULL,
+    provider              TEXT NOT NULL,
+    model                 TEXT NOT NULL,
+    input_tokens          INTEGER NOT NULL DEFAULT 0,
+    output_tokens         INTEGER NOT NULL DEFAULT 0,
+    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens     INTEGER NOT NULL DEFAULT 0,
+    cost_micros           INTEGER NOT NULL DEFAULT 0,
+    latency_ms            INTEGER NOT NULL,
+    status                TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+    error                 TEXT,
+    created_at            INTEGER NOT NULL
+);
+CREATE INDEX api_calls_created ON api_calls(created_at);
+CREATE INDEX api_calls_run ON api_calls(run_id);
+CREATE INDEX api_calls_model_created ON api_calls(model, created_at);
+
+CREATE TABLE tool_calls (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES agent_runs(id) ON DELETE CASCADE,
+    tool_use_id TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    output      TEXT NOT NULL,
+    is_error    INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX tool_calls_run ON tool_calls(run_id, id);
+
+-- Webhooks: the token is stored only as a SHA-256 hash; the signing secret is encrypted
+-- (AES-256-GCM, Secrets service) because outbound signatures need it.
+CREATE TABLE webhooks (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    platform       TEXT NOT NULL CHECK (platform IN ('generic', 'n8n', 'make')),
+    token_hash     TEXT NOT NULL UNIQUE,
+    token_hint     TEXT NOT NULL,
+    events         TEXT NOT NULL,
+    target_url     TEXT,
+    signing_secret TEXT NOT NULL,
+    enabled        INTEGER NOT NULL DEFAULT 1,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event           TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries(status, next_attempt_at);
+
+CREATE TABLE webhook_logs (
+    id          INTEGER PRIMARY KEY,
+    webhook_id  TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    direction   TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+    event       TEXT,
+    delivery_id TEXT,
+    status_code INTEGER,
+    detail      TEXT,
+    duration_ms INTEGER,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX webhook_logs_webhook ON webhook_logs(webhook_id, id DESC);

@@ -19,7 +19,8 @@ pub fn estimate_tokens(m: &Message) -> usize {
 }
 
 /// Keep the newest turns that fit in `budget` tokens. A turn starts at a user message that a
-/// person wrote (not tool results); the newest turn is always kept.
+/// person wrote (not tool results); history always starts at such a message (a window cut by
+/// a row limit may begin mid-turn) and the newest turn is always kept.
 pub fn trim_to_budget(messages: Vec<Message>, budget: usize) -> Vec<Message> {
     let starts: Vec<usize> = messages
         .iter()
@@ -27,11 +28,14 @@ pub fn trim_to_budget(messages: Vec<Message>, budget: usize) -> Vec<Message> {
         .filter(|(_, m)| m.role == Role::User && !m.is_tool_results())
         .map(|(i, _)| i)
         .collect();
-    let total: usize = messages.iter().map(estimate_tokens).sum();
+    let Some(&first) = starts.first() else {
+        return Vec::new();
+    };
+    let total: usize = messages[first..].iter().map(estimate_tokens).sum();
     if total <= budget || starts.len() <= 1 {
-        return messages;
+        return messages.into_iter().skip(first).collect();
     }
-    let mut cut = 0;
+    let mut cut = first;
     let mut remaining = total;
     for window in starts.windows(2) {
         if remaining <= budget {

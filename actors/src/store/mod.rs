@@ -11,10 +11,13 @@ use actix::prelude::*;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
+pub mod conversations;
 pub mod runs;
 pub mod schema;
 pub mod sessions;
+pub mod usage;
 pub mod users;
+pub mod webhooks;
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 
