@@ -11,17 +11,35 @@ use serde::Serialize;
 #[serde(tag = "event", content = "payload")]
 pub enum GatewayEvent {
     #[serde(rename = "agent:run:start", rename_all = "camelCase")]
-    RunStart { run_id: String, source: String },
+    RunStart {
+        run_id: String,
+        source: String,
+        conversation_id: String,
+        input: String,
+    },
     #[serde(rename = "agent:run:complete", rename_all = "camelCase")]
     RunComplete {
         run_id: String,
+        source: String,
+        conversation_id: String,
         output: String,
+        stop_reason: String,
         input_tokens: i64,
         output_tokens: i64,
         cost_micros: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<serde_json::Value>,
     },
     #[serde(rename = "agent:run:error", rename_all = "camelCase")]
-    RunError { run_id: String, error: String },
+    RunError {
+        run_id: String,
+        source: String,
+        conversation_id: String,
+        code: String,
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<serde_json::Value>,
+    },
     /// A supervised actor died and was restarted (DESIGN: restarts are visible).
     #[serde(rename = "actor:restarted", rename_all = "camelCase")]
     ActorRestarted { actor: String, restarts: u64 },
@@ -64,6 +82,8 @@ mod tests {
         let e = GatewayEvent::RunStart {
             run_id: "r1".into(),
             source: "webhook".into(),
+            conversation_id: "c1".into(),
+            input: "hi".into(),
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["event"], "agent:run:start");

@@ -1,12 +1,16 @@
 //! Loop Gateway's actor tree: every long-lived or concurrent part of the gateway is an actix
 //! actor here, and they talk only through the typed messages declared next to each actor.
 
+pub mod agents;
 pub mod bus;
+pub mod pricing;
+pub mod skills;
 pub mod events;
 pub mod secrets;
 pub mod store;
 pub mod supervise;
 pub mod time;
+pub mod webhooks;
 
 pub use bus::{BusEvent, EventBus, Publish, Subscribe};
 pub use events::GatewayEvent;

@@ -1,0 +1,259 @@
+//! `AgentSupervisor`: starts one `AgentRun` actor per run, spread over a few arbiters, keeps the
+//! number running under a limit with a bounded queue behind it (a full queue is refused, never
+//! an unbounded pile-up), and hears how each run ended.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use agent_runner::{LlmClient, ToolBox, Usage};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::bus::EventBus;
+use crate::pricing::Pricing;
+use crate::store::runs::{NewRun, QueueRun};
+use crate::store::Store;
+
+mod recorder;
+mod run;
+
+pub use run::AgentRun;
+
+/// Settings every run starts from (agent groups override them later).
+#[derive(Debug, Clone)]
+pub struct AgentDefaults {
+    pub model: String,
+    pub system_prompt: Option<String>,
+    pub max_tokens: u32,
+    pub max_iterations: u32,
+    /// Conversation history is trimmed to about this many tokens, oldest turns first.
+    pub history_token_budget: usize,
+    /// At most this many stored messages are read back per run.
+    pub history_max_messages: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub max_concurrent: usize,
+    pub queue_size: usize,
+    /// Arbiters (threads) the runs are spread over.
+    pub threads: usize,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Where it came from: `webhook`, `telegram`, `task`, ...
+    pub source: String,
+    pub input: String,
+    /// Continue this conversation (a new one when absent).
+    pub conversation_id: Option<String>,
+    /// Caller data carried into the run record and its events.
+    pub metadata: Option<serde_json::Value>,
+    pub max_iterations: Option<u32>,
+}
+
+/// Start a run. With `wait`, the ticket carries a receiver for its result.
+#[derive(Message)]
+#[rtype(result = "Result<RunTicket, StartRunError>")]
+pub struct StartAgentRun {
+    pub request: RunRequest,
+    pub wait: bool,
+}
+
+pub struct RunTicket {
+    pub run_id: String,
+    pub conversation_id: String,
+    pub queued: bool,
+    pub done: Option<oneshot::Receiver<RunResult>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StartRunError {
+    #[error("the gateway is at its limit of concurrent runs and its queue is full")]
+    Busy { retry_after_secs: u64 },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    pub run_id: String,
+    pub conversation_id: String,
+    /// `complete` or `error`.
+    pub status: &'static str,
+    pub output: Option<String>,
+    pub stop_reason: Option<&'static str>,
+    pub error: Option<RunFailure>,
+    #[serde(skip)]
+    pub usage: Usage,
+    pub cost_micros: i64,
+    pub llm_calls: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunFailure {
+    pub code: String,
+    pub message: String,
+    /// The model provider was overloaded or unreachable (worth retrying later).
+    pub unavailable: bool,
+}
+
+/// A run has ended (sent by the run itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunFinished {
+    pub run_id: String,
+}
+
+/// Running and queued counts.
+#[derive(Message)]
+#[rtype(result = "RunCounts")]
+pub struct GetRunCounts;
+
+#[derive(Debug, Clone, Copy, Serialize, MessageResponse)]
+#[serde(rename_all = "camelCase")]
+pub struct RunCounts {
+    pub running: usize,
+    pub queued: usize,
+}
+
+/// Everything an `AgentRun` needs that is the same for every run.
+pub struct RunContext {
+    pub llm: LlmClient,
+    pub defaults: AgentDefaults,
+    pub toolbox: Arc<ToolBox>,
+    pub pricing: Arc<Pricing>,
+    pub store: Addr<Store>,
+    pub bus: Addr<EventBus>,
+}
+
+struct Pending {
+    run_id: String,
+    conversation_id: String,
+    request: RunRequest,
+    done: Option<oneshot::Sender<RunResult>>,
+}
+
+pub struct AgentSupervisor {
+    ctx: Arc<RunContext>,
+    limits: RunLimits,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    running: HashMap<String, Addr<AgentRun>>,
+    queue: VecDeque<Pending>,
+}
+
+impl AgentSupervisor {
+    pub fn new(ctx: RunContext, limits: RunLimits) -> Self {
+        Self {
+            ctx: Arc::new(ctx),
+            limits,
+            arbiters: Vec::new(),
+            next_arbiter: 0,
+            running: HashMap::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn launch(&mut self, p: Pending, me: Addr<AgentSupervisor>) {
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let ctx = self.ctx.clone();
+        let run_id = p.run_id.clone();
+        let addr = AgentRun::start_in_arbiter(arbiter, move |_| {
+            AgentRun::new(ctx, me, p.run_id, p.conversation_id, p.request, p.done)
+        });
+        self.running.insert(run_id, addr);
+    }
+}
+
+impl Actor for AgentSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.arbiters = (0..self.limits.threads.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+    }
+}
+
+impl Handler<StartAgentRun> for AgentSupervisor {
+    type Result = Result<RunTicket, StartRunError>;
+
+    fn handle(&mut self, msg: StartAgentRun, ctx: &mut Context<Self>) -> Self::Result {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let conversation_id = msg
+            .request
+            .conversation_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (tx, rx) = if msg.wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let pending = Pending {
+            run_id: run_id.clone(),
+            conversation_id: conversation_id.clone(),
+            request: msg.request,
+            done: tx,
+        };
+        let queued = if self.running.len() < self.limits.max_concurrent {
+            self.launch(pending, ctx.address());
+            false
+        } else if self.queue.len() < self.limits.queue_size {
+            self.ctx.store.do_send(QueueRun {
+                run: NewRun {
+                    id: run_id.clone(),
+                    source: pending.request.source.clone(),
+                    input: pending.request.input.clone(),
+                    conversation_id: Some(conversation_id.clone()),
+                    group_id: None,
+                    model: self.ctx.defaults.model.clone(),
+                    metadata: pending.request.metadata.as_ref().map(|m| m.to_string()),
+                },
+            });
+            self.queue.push_back(pending);
+            true
+        } else {
+            return Err(StartRunError::Busy {
+                retry_after_secs: 5,
+            });
+        };
+        Ok(RunTicket {
+            run_id,
+            conversation_id,
+            queued,
+            done: rx,
+        })
+    }
+}
+
+impl Handler<RunFinished> for AgentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunFinished, ctx: &mut Context<Self>) {
+        self.running.remove(&msg.run_id);
+        while self.running.len() < self.limits.max_concurrent {
+            match self.queue.pop_front() {
+                Some(p) => self.launch(p, ctx.address()),
+                None => break,
+            }
+        }
+    }
+}
+
+impl Handler<GetRunCounts> for AgentSupervisor {
+    type Result = RunCounts;
+
+    fn handle(&mut self, _: GetRunCounts, _: &mut Context<Self>) -> RunCounts {
+        RunCounts {
+            running: self.running.len(),
+            queued: self.queue.len(),
+        }
+    }
+}
