@@ -14,6 +14,12 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderKind {
+    Anthropic,
+    OpenaiCompatible,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Port to listen on.
@@ -81,6 +87,134 @@ pub struct Config {
     #[arg(long, env = "ANTHROPIC_BASE_URL", value_name = "ANTHROPIC_BASE_URL",
           default_value = "https://api.anthropic.com", value_parser = parse_base_url, global = true)]
     pub anthropic_base_url: String,
+
+    /// Which wire protocol the default model speaks: anthropic (Messages API) or
+    /// openai-compatible (Chat Completions: llama.cpp, Ollama, vLLM, ...).
+    #[arg(long, env = "LLM_PROVIDER", value_name = "LLM_PROVIDER", value_enum,
+          default_value_t = ProviderKind::Anthropic, global = true)]
+    pub llm_provider: ProviderKind,
+
+    /// Base URL of the OpenAI-compatible API (with LLM_PROVIDER=openai-compatible).
+    #[arg(long, env = "OPENAI_BASE_URL", value_name = "OPENAI_BASE_URL",
+          default_value = "http://127.0.0.1:8080", value_parser = parse_base_url, global = true)]
+    pub openai_base_url: String,
+
+    /// API key of the OpenAI-compatible API, if it needs one.
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        value_name = "OPENAI_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub openai_api_key: Option<String>,
+
+    /// The model agents use unless their group names another.
+    #[arg(
+        long,
+        env = "DEFAULT_MODEL",
+        value_name = "DEFAULT_MODEL",
+        default_value = "claude-sonnet-4-5",
+        global = true
+    )]
+    pub default_model: String,
+
+    /// The system prompt agents use unless their group has one.
+    #[arg(
+        long,
+        env = "DEFAULT_SYSTEM_PROMPT",
+        value_name = "DEFAULT_SYSTEM_PROMPT",
+        default_value = "You are a helpful assistant. Answer concisely.",
+        global = true
+    )]
+    pub default_system_prompt: String,
+
+    /// max_tokens of each model call.
+    #[arg(long, env = "MAX_TOKENS", value_name = "MAX_TOKENS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=200_000), global = true)]
+    pub max_tokens: u32,
+
+    /// Model calls one run may make (each tool round is one); webhook callers may lower it.
+    #[arg(long, env = "MAX_ITERATIONS", value_name = "MAX_ITERATIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub max_iterations: u32,
+
+    /// Conversation history sent to the model is trimmed to about this many tokens.
+    #[arg(
+        long,
+        env = "HISTORY_TOKEN_BUDGET",
+        value_name = "HISTORY_TOKEN_BUDGET",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub history_token_budget: usize,
+
+    /// Stream model answers over SSE (Anthropic).
+    #[arg(long, env = "LLM_STREAMING", value_name = "LLM_STREAMING", default_value_t = true,
+          action = clap::ArgAction::Set, global = true)]
+    pub llm_streaming: bool,
+
+    /// Retries of a model call after 429, 529, 5xx or a connection failure.
+    #[arg(long, env = "LLM_MAX_RETRIES", value_name = "LLM_MAX_RETRIES", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(0..=20), global = true)]
+    pub llm_max_retries: u32,
+
+    /// First retry delay in milliseconds (doubles each retry, at most 30 s; a server's
+    /// retry-after is respected).
+    #[arg(long, env = "LLM_RETRY_BASE_MS", value_name = "LLM_RETRY_BASE_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]
+    pub llm_retry_base_ms: u64,
+
+    /// Limit for one model call, in seconds.
+    #[arg(long, env = "LLM_TIMEOUT_SECONDS", value_name = "LLM_TIMEOUT_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub llm_timeout_seconds: u64,
+
+    /// Extra or overriding model prices, JSON: {"model-prefix": {"input": 3, "output": 15}}
+    /// in USD per million tokens.
+    #[arg(long, env = "MODEL_PRICES", value_name = "MODEL_PRICES", global = true)]
+    pub model_prices: Option<String>,
+
+    /// Runs at once; more wait in a queue.
+    #[arg(long, env = "MAX_CONCURRENT_RUNS", value_name = "MAX_CONCURRENT_RUNS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_concurrent_runs: u32,
+
+    /// Runs that may wait; beyond it a new run is refused with 503 and Retry-After.
+    #[arg(long, env = "RUN_QUEUE_SIZE", value_name = "RUN_QUEUE_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000), global = true)]
+    pub run_queue_size: u32,
+
+    /// Threads agent runs are spread over [default: one per core].
+    #[arg(long, env = "RUN_THREADS", value_name = "RUN_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=256), global = true)]
+    pub run_threads: Option<u16>,
+
+    /// How long a sync webhook invoke waits for the answer before 504 (the run goes on).
+    #[arg(long, env = "SYNC_TIMEOUT_SECONDS", value_name = "SYNC_TIMEOUT_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub sync_timeout_seconds: u64,
+
+    /// Hosts and ranges the http_request tool may reach although they are private or loopback
+    /// (comma-separated host names, IPs or CIDRs).
+    #[arg(
+        long,
+        env = "HTTP_REQUEST_ALLOW",
+        value_name = "HTTP_REQUEST_ALLOW",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub http_request_allow: Vec<String>,
+
+    /// Attempts of an outbound webhook delivery before it is marked failed.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", value_name = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=50), global = true)]
+    pub webhook_max_attempts: u32,
+
+    /// First retry delay of a failed delivery in milliseconds (doubles, at most 5 minutes).
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", value_name = "WEBHOOK_RETRY_BASE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub webhook_retry_base_ms: u64,
 
     /// Requests per minute per client IP on /api/*.
     #[arg(long, env = "RATE_LIMIT_PER_MINUTE", value_name = "RATE_LIMIT_PER_MINUTE",
@@ -185,6 +319,24 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 }
 
 impl Config {
+    /// The http_request tool's allow list, split into ranges and host names.
+    pub fn http_request_allow(&self) -> (Vec<IpNet>, Vec<String>) {
+        let mut nets = Vec::new();
+        let mut hosts = Vec::new();
+        for item in self
+            .http_request_allow
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            match parse_net(item) {
+                Ok(net) => nets.push(net),
+                Err(_) => hosts.push(item.to_string()),
+            }
+        }
+        (nets, hosts)
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.database_path
             .clone()

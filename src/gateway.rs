@@ -9,10 +9,17 @@ use loop_gateway_actors::store::runs::MarkInterruptedRuns;
 use loop_gateway_actors::store::sessions::PurgeExpiredSessions;
 use loop_gateway_actors::store::{self, Pool};
 use loop_gateway_actors::supervise::{start_supervised, AttachBus};
+use std::sync::Arc;
+
+use agent_runner::{LlmClient, LlmConfig, Provider};
+use loop_gateway_actors::agents::{AgentDefaults, AgentSupervisor, RunContext, RunLimits};
+use loop_gateway_actors::pricing::Pricing;
+use loop_gateway_actors::skills::{builtin_toolbox, HttpRequestConfig, Skills};
+use loop_gateway_actors::webhooks::{DeliveryConfig, Webhooks};
 use loop_gateway_actors::{EventBus, SecretBox, Store, Supervision};
 use loop_gateway_web::{StopServer, WebConfig, WebDeps, WebServer};
 
-use crate::config::Config;
+use crate::config::{Config, ProviderKind};
 
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -34,6 +41,8 @@ pub struct Shutdown {
 pub enum StartError {
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Setup(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -53,7 +62,74 @@ impl Gateway {
         let supervision = Supervision::default().start();
         let bus = start_supervised("event_bus", &supervision, |_| EventBus::default());
         supervision.do_send(AttachBus(bus.clone()));
+        // Read what the actors start from before anyone can call them.
+        let (webhook_rows, pending_deliveries) = {
+            let conn = pool.get().map_err(|e| StartError::Setup(e.to_string()))?;
+            (
+                store::webhooks::load_webhooks(&conn)
+                    .map_err(|e| StartError::Setup(e.to_string()))?,
+                store::webhooks::load_pending_deliveries(&conn)
+                    .map_err(|e| StartError::Setup(e.to_string()))?,
+            )
+        };
         let store = Store::start(pool, usize::from(config.store_threads));
+
+        let (allow_nets, allow_hosts) = config.http_request_allow();
+        let toolbox = Arc::new(
+            builtin_toolbox(HttpRequestConfig {
+                allow_nets,
+                allow_hosts,
+                ..HttpRequestConfig::default()
+            })
+            .map_err(StartError::Setup)?,
+        );
+        let skills = start_supervised("skills", &supervision, {
+            let toolbox = toolbox.clone();
+            move |_| Skills::new(toolbox)
+        });
+        let llm =
+            LlmClient::new(llm_config(config)).map_err(|e| StartError::Setup(e.to_string()))?;
+        let pricing = Arc::new(
+            Pricing::with_overrides(config.model_prices.as_deref()).map_err(StartError::Setup)?,
+        );
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let run_context = RunContext {
+            llm,
+            defaults: AgentDefaults {
+                model: config.default_model.clone(),
+                system_prompt: Some(config.default_system_prompt.clone())
+                    .filter(|s| !s.trim().is_empty()),
+                max_tokens: config.max_tokens,
+                max_iterations: config.max_iterations,
+                history_token_budget: config.history_token_budget,
+                history_max_messages: 400,
+            },
+            toolbox,
+            pricing,
+            store: store.clone(),
+            bus: bus.clone(),
+        };
+        let run_limits = RunLimits {
+            max_concurrent: config.max_concurrent_runs as usize,
+            queue_size: config.run_queue_size as usize,
+            threads: config.run_threads.map_or(cores, usize::from),
+        };
+        let agents = start_supervised("agent_supervisor", &supervision, move |_| {
+            AgentSupervisor::new(run_context, run_limits)
+        });
+        let webhooks = Webhooks::new(
+            store.clone(),
+            bus.clone(),
+            secrets.clone(),
+            DeliveryConfig {
+                max_attempts: config.webhook_max_attempts,
+                retry_base: Duration::from_millis(config.webhook_retry_base_ms),
+                ..DeliveryConfig::default()
+            },
+            webhook_rows,
+            pending_deliveries,
+        );
+        let webhooks = start_supervised("webhooks", &supervision, move |_| webhooks);
 
         let web_config = WebConfig {
             host: config.host.clone(),
@@ -68,11 +144,15 @@ impl Gateway {
             setup_code,
             shutdown_grace_seconds: config.shutdown_grace_seconds,
             workers: config.http_workers.map(usize::from),
+            sync_timeout_seconds: config.sync_timeout_seconds,
         };
         let (web, addrs) = WebServer::start(WebDeps {
             store: store.clone(),
             bus,
             supervision,
+            agents,
+            webhooks,
+            skills,
             config: web_config,
             ticket_key: secrets.derive_key("ws-ticket"),
         })
@@ -188,6 +268,31 @@ impl Handler<Shutdown> for Gateway {
                 System::current().stop();
             }),
         )
+    }
+}
+
+fn llm_config(config: &Config) -> LlmConfig {
+    let (provider, base_url, api_key) = match config.llm_provider {
+        ProviderKind::Anthropic => (
+            Provider::Anthropic,
+            config.anthropic_base_url.clone(),
+            config.anthropic_api_key.clone(),
+        ),
+        ProviderKind::OpenaiCompatible => (
+            Provider::OpenAiCompatible,
+            config.openai_base_url.clone(),
+            config.openai_api_key.clone(),
+        ),
+    };
+    LlmConfig {
+        provider,
+        base_url,
+        api_key,
+        streaming: config.llm_streaming,
+        max_retries: config.llm_max_retries,
+        timeout: Duration::from_secs(config.llm_timeout_seconds),
+        backoff_base: Duration::from_millis(config.llm_retry_base_ms),
+        backoff_max: Duration::from_secs(30),
     }
 }
 

@@ -62,6 +62,23 @@ impl GatewayEvent {
         }
     }
 
+    /// A sentence about an event, for the catalogue.
+    pub fn describe(name: &str) -> &'static str {
+        match name {
+            "agent:run:start" => {
+                "An agent run started (payload: runId, source, conversationId, input)."
+            }
+            "agent:run:complete" => {
+                "An agent run answered (output, stopReason, tokens, costMicros, metadata)."
+            }
+            "agent:run:error" => "An agent run failed (code, error, metadata).",
+            "actor:restarted" => "A supervised part of the gateway crashed and was restarted.",
+            "auth:login" => "Someone logged in to the gateway.",
+            "auth:logout" => "Someone logged out.",
+            _ => "",
+        }
+    }
+
     /// Every wire name, for catalogues (`/api/webhooks/events`) and validation.
     pub const NAMES: &'static [&'static str] = &[
         "agent:run:start",

@@ -3,10 +3,10 @@
 
 pub mod agents;
 pub mod bus;
-pub mod pricing;
-pub mod skills;
 pub mod events;
+pub mod pricing;
 pub mod secrets;
+pub mod skills;
 pub mod store;
 pub mod supervise;
 pub mod time;

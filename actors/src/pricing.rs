@@ -57,10 +57,7 @@ pub struct Pricing {
 impl Default for Pricing {
     fn default() -> Self {
         Self {
-            prices: BUILT_IN
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            prices: BUILT_IN.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         }
     }
 }
@@ -73,8 +70,13 @@ impl Pricing {
             let extra: BTreeMap<String, Price> = serde_json::from_str(json)
                 .map_err(|e| format!("MODEL_PRICES is not valid: {e}"))?;
             for (model, price) in &extra {
-                if [price.input, price.output].iter().any(|v| !v.is_finite() || *v < 0.0) {
-                    return Err(format!("MODEL_PRICES: prices of {model} must be non-negative"));
+                if [price.input, price.output]
+                    .iter()
+                    .any(|v| !v.is_finite() || *v < 0.0)
+                {
+                    return Err(format!(
+                        "MODEL_PRICES: prices of {model} must be non-negative"
+                    ));
                 }
             }
             pricing.prices.extend(extra);
@@ -124,7 +126,10 @@ mod tests {
             cache_read_input_tokens: 1_000_000,
             ..Usage::default()
         };
-        assert_eq!(p.cost_micros("claude-sonnet-4", &cached), 3_750_000 + 300_000);
+        assert_eq!(
+            p.cost_micros("claude-sonnet-4", &cached),
+            3_750_000 + 300_000
+        );
     }
 
     #[test]

@@ -17,8 +17,7 @@ use crate::bus::{BusEvent, EventBus, Subscribe};
 use crate::events::GatewayEvent;
 use crate::secrets::SecretBox;
 use crate::store::webhooks::{
-    DeleteWebhook as DeleteRow, DeliveryRow, InsertDelivery, RecordAttempt, SaveWebhook,
-    WebhookRow,
+    DeleteWebhook as DeleteRow, DeliveryRow, InsertDelivery, RecordAttempt, SaveWebhook, WebhookRow,
 };
 use crate::store::{Store, StoreError};
 use crate::time::{now_ms, rfc3339};
@@ -176,6 +175,7 @@ pub struct Webhooks {
     by_token: HashMap<String, String>,
     pending_at_start: Vec<DeliveryRow>,
     client: Option<awc::Client>,
+    subscribed: bool,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -215,6 +215,7 @@ impl Webhooks {
             by_token: HashMap::new(),
             pending_at_start: pending,
             client: None,
+            subscribed: false,
         };
         for row in rows {
             match me.secrets.open(SECRET_CONTEXT, &row.signing_secret_sealed) {
@@ -222,7 +223,9 @@ impl Webhooks {
                     row,
                     signing_secret,
                 }),
-                Err(e) => tracing::error!(webhook = %row.id, error = %e, "webhook secret unreadable; webhook disabled"),
+                Err(e) => {
+                    tracing::error!(webhook = %row.id, error = %e, "webhook secret unreadable; webhook disabled")
+                }
             }
         }
         me
@@ -320,7 +323,10 @@ impl Webhooks {
         let client = self.client.get_or_insert_with(|| {
             awc::Client::builder()
                 .disable_redirects()
-                .add_default_header(("user-agent", concat!("loop-gateway/", env!("CARGO_PKG_VERSION"))))
+                .add_default_header((
+                    "user-agent",
+                    concat!("loop-gateway/", env!("CARGO_PKG_VERSION")),
+                ))
                 .finish()
         });
         let request = client
@@ -329,7 +335,10 @@ impl Webhooks {
             .insert_header(("content-type", "application/json"))
             .insert_header(("x-loop-event", d.event.clone()))
             .insert_header(("x-loop-delivery", d.id.clone()))
-            .insert_header(("x-loop-signature", signature(&hook.signing_secret, d.body.as_bytes())))
+            .insert_header((
+                "x-loop-signature",
+                signature(&hook.signing_secret, d.body.as_bytes()),
+            ))
             .send_body(d.body.clone());
         let started = Instant::now();
         async move {
@@ -383,13 +392,19 @@ impl Actor for Webhooks {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.bus.do_send(Subscribe(ctx.address().recipient()));
+        // started() runs again after a supervised restart; the subscription (same mailbox)
+        // is still in place then.
+        if !std::mem::replace(&mut self.subscribed, true) {
+            self.bus.do_send(Subscribe(ctx.address().recipient()));
+        }
         // Deliveries a stop left pending are tried again at once.
         for d in std::mem::take(&mut self.pending_at_start) {
             self.attempt(d, ctx);
         }
     }
 }
+
+impl actix::Supervised for Webhooks {}
 
 impl Handler<BusEvent> for Webhooks {
     type Result = ();

@@ -136,12 +136,13 @@ pub async fn run_agent_loop(
     let mut usage = Usage::default();
     let mut llm_calls = 0u32;
     let specs = tools.specs();
-    let fail = |failure: LoopFailure, messages: &[Message], usage: Usage, llm_calls: u32| LoopError {
-        failure,
-        new_messages: messages[history_len..].to_vec(),
-        usage,
-        llm_calls,
-    };
+    let fail =
+        |failure: LoopFailure, messages: &[Message], usage: Usage, llm_calls: u32| LoopError {
+            failure,
+            new_messages: messages[history_len..].to_vec(),
+            usage,
+            llm_calls,
+        };
 
     loop {
         if llm_calls >= params.max_iterations {
@@ -172,7 +173,12 @@ pub async fn run_agent_loop(
         };
         if let Err(reason) = observer.before_llm_call(&req).await {
             messages = req.messages;
-            return Err(fail(LoopFailure::Refused(reason), &messages, usage, llm_calls));
+            return Err(fail(
+                LoopFailure::Refused(reason),
+                &messages,
+                usage,
+                llm_calls,
+            ));
         }
         let mut on_attempt = |a: &Attempt| observer.llm_attempt(&params.model, a);
         let result = client.complete(&req, cancel, &mut on_attempt).await;
@@ -206,7 +212,12 @@ pub async fn run_agent_loop(
                 content: results,
             });
             if cancel.is_cancelled() {
-                return Err(fail(LlmError::Cancelled.into(), &messages, usage, llm_calls));
+                return Err(fail(
+                    LlmError::Cancelled.into(),
+                    &messages,
+                    usage,
+                    llm_calls,
+                ));
             }
             continue;
         }

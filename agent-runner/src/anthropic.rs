@@ -122,7 +122,10 @@ async fn read_stream(res: reqwest::Response) -> Result<LlmResponse, LlmError> {
                 .map_err(|e| LlmError::Decode(format!("{} event: {e}", event.event)))?
         };
         // The event name is repeated in the data's `type`; prefer the data.
-        let kind = data["type"].as_str().unwrap_or(event.event.as_str()).to_string();
+        let kind = data["type"]
+            .as_str()
+            .unwrap_or(event.event.as_str())
+            .to_string();
         match kind.as_str() {
             "message_start" => {
                 let mut m: LlmResponse = serde_json::from_value(data["message"].clone())
@@ -170,8 +173,14 @@ async fn read_stream(res: reqwest::Response) -> Result<LlmResponse, LlmError> {
                 for (field, slot) in [
                     ("output_tokens", &mut m.usage.output_tokens),
                     ("input_tokens", &mut m.usage.input_tokens),
-                    ("cache_creation_input_tokens", &mut m.usage.cache_creation_input_tokens),
-                    ("cache_read_input_tokens", &mut m.usage.cache_read_input_tokens),
+                    (
+                        "cache_creation_input_tokens",
+                        &mut m.usage.cache_creation_input_tokens,
+                    ),
+                    (
+                        "cache_read_input_tokens",
+                        &mut m.usage.cache_read_input_tokens,
+                    ),
                 ] {
                     if let Some(n) = u[field].as_u64() {
                         *slot = n;
@@ -184,7 +193,10 @@ async fn read_stream(res: reqwest::Response) -> Result<LlmResponse, LlmError> {
             }
             "error" => {
                 return Err(LlmError::Stream {
-                    kind: data["error"]["type"].as_str().unwrap_or("error").to_string(),
+                    kind: data["error"]["type"]
+                        .as_str()
+                        .unwrap_or("error")
+                        .to_string(),
                     message: data["error"]["message"].as_str().unwrap_or("").to_string(),
                 })
             }
@@ -214,4 +226,3 @@ async fn read_stream(res: reqwest::Response) -> Result<LlmResponse, LlmError> {
     }
     Ok(m)
 }
-

@@ -42,7 +42,10 @@ pub fn trim_to_budget(messages: Vec<Message>, budget: usize) -> Vec<Message> {
             break;
         }
         let (from, to) = (window[0], window[1]);
-        remaining -= messages[from..to].iter().map(estimate_tokens).sum::<usize>();
+        remaining -= messages[from..to]
+            .iter()
+            .map(estimate_tokens)
+            .sum::<usize>();
         cut = to;
     }
     messages.into_iter().skip(cut).collect()
@@ -92,7 +95,10 @@ mod tests {
         assert!(trimmed[0].role == Role::User && !trimmed[0].is_tool_results());
         assert_eq!(trimmed.last(), all.last());
         for (i, m) in trimmed.iter().enumerate() {
-            if m.content.iter().any(|b| matches!(b, ContentBlock::ToolUse { .. })) {
+            if m.content
+                .iter()
+                .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
+            {
                 assert!(trimmed[i + 1].is_tool_results());
             }
         }

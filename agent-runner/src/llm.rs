@@ -89,7 +89,10 @@ impl LlmError {
         match self {
             LlmError::Api { status, .. } => *status == 429 || *status == 529 || *status >= 500,
             LlmError::Stream { kind, .. } => {
-                matches!(kind.as_str(), "overloaded_error" | "api_error" | "rate_limit_error")
+                matches!(
+                    kind.as_str(),
+                    "overloaded_error" | "api_error" | "rate_limit_error"
+                )
             }
             LlmError::Transport(_) => true,
             LlmError::Decode(_) | LlmError::Cancelled => false,
@@ -253,7 +256,11 @@ impl LlmClient {
 /// Parse an HTTP `retry-after` header given in seconds.
 pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<f64>().ok().filter(|s| *s >= 0.0 && s.is_finite()).map(Duration::from_secs_f64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0 && s.is_finite())
+        .map(Duration::from_secs_f64)
 }
 
 /// A transport error with its causes, without the URL.

@@ -191,7 +191,10 @@ mod tests {
         let body = request_body(&req);
         let msgs = body["messages"].as_array().unwrap();
         assert_eq!(msgs[0]["role"], "system");
-        assert_eq!(msgs[2]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(
+            msgs[2]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
         assert_eq!(msgs[3]["role"], "tool");
         assert_eq!(body["tools"][0]["function"]["name"], "t");
 

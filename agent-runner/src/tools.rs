@@ -45,7 +45,9 @@ pub struct Tool {
 
 impl std::fmt::Debug for Tool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tool").field("name", &self.spec.name).finish()
+        f.debug_struct("Tool")
+            .field("name", &self.spec.name)
+            .finish()
     }
 }
 
@@ -169,7 +171,10 @@ mod tests {
             Arc::new(Echo),
         )
         .unwrap();
-        assert_eq!(tool.call(json!({"url": "x"})).await.unwrap(), "{\"url\":\"x\"}");
+        assert_eq!(
+            tool.call(json!({"url": "x"})).await.unwrap(),
+            "{\"url\":\"x\"}"
+        );
         let err = tool.call(json!({"url": 5})).await.unwrap_err();
         assert!(err.contains("/url"), "{err}");
         assert!(tool.call(json!({})).await.unwrap_err().contains("url"));

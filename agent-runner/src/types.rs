@@ -181,7 +181,8 @@ mod tests {
     #[test]
     fn usage_accepts_null_cache_fields() {
         let u: Usage = serde_json::from_value(json!({"input_tokens": 3, "output_tokens": 4,
-            "cache_creation_input_tokens": null})).unwrap();
+            "cache_creation_input_tokens": null}))
+        .unwrap();
         assert_eq!(u.input_tokens, 3);
         assert_eq!(u.cache_creation_input_tokens, 0);
     }

@@ -4,9 +4,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agents;
 mod auth;
 mod errors;
 mod lifecycle;
 mod persistence;
 mod rate_limit;
+mod webhooks;
 mod websocket;

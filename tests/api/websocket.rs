@@ -67,6 +67,9 @@ async fn websocket_delivers_bus_events() {
         s.url("/ws").replace("http://", "ws://"),
         ticket.body["ticket"].as_str().unwrap()
     );
+    let before = s.get("/api/health", None).await.body["eventSubscribers"]
+        .as_u64()
+        .unwrap();
     let (_, mut conn) = client(None)
         .ws(url.as_str())
         .connect()
@@ -83,9 +86,10 @@ async fn websocket_delivers_bus_events() {
     assert_eq!(event["payload"]["username"], ADMIN);
     assert_eq!(event["source"], "loop-gateway");
     assert!(event["timestamp"].as_str().unwrap().ends_with('Z'));
-
-    let health = s.get("/api/health", None).await;
-    assert_eq!(health.body["eventSubscribers"], 1);
+    let after = s.get("/api/health", None).await.body["eventSubscribers"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before + 1);
 
     // Clients that can set headers may use the bearer token directly.
     let (_, mut direct) = client(None)

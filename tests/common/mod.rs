@@ -194,6 +194,10 @@ impl TestServer {
         send(client(None).post(self.url(path)), token, Some(body)).await
     }
 
+    pub async fn put_json(&self, path: &str, body: Value, token: &str) -> Reply {
+        send(client(None).put(self.url(path)), Some(token), Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
         send(client(None).delete(self.url(path)), token, None).await
     }
@@ -313,5 +317,117 @@ pub async fn send_raw(req: awc::ClientRequest, content_type: &str, body: &str) -
         status: res.status(),
         headers: res.headers().clone(),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+/// The environment that points a gateway at a Messages API stand-in, with fast retries.
+pub fn llm_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANTHROPIC_BASE_URL", url.to_string()),
+        (
+            "ANTHROPIC_API_KEY",
+            "sk-ant-test-key-0123456789".to_string(),
+        ),
+        ("LLM_RETRY_BASE_MS", "10".to_string()),
+        ("WEBHOOK_RETRY_BASE_MS", "50".to_string()),
+    ]
+}
+
+impl TestServer {
+    /// Start pointed at a Messages API stand-in, plus `extra` settings.
+    pub fn with_llm(url: &str, extra: &[(&str, &str)]) -> TestServer {
+        let mut env: Vec<(String, String)> = llm_env(url)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in_owned(dir, env)
+    }
+
+    /// Create a webhook; returns (id, token, signing secret).
+    pub async fn create_webhook(&self, session: &str, body: Value) -> (String, String, String) {
+        let r = self.post("/api/webhooks", body, Some(session)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "create webhook: {}", r.body);
+        (
+            r.body["id"].as_str().unwrap().to_string(),
+            r.body["token"].as_str().unwrap().to_string(),
+            r.body["signingSecret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// `POST /webhook/invoke/<token>`.
+    pub async fn invoke(&self, token: &str, body: Value) -> Reply {
+        self.post(&format!("/webhook/invoke/{token}"), body, None)
+            .await
+    }
+
+    /// Set up the admin and a webhook; returns (session, webhook token).
+    pub async fn ready_webhook(&self) -> (String, String) {
+        let session = self.setup().await;
+        let (_, token, _) = self
+            .create_webhook(&session, json!({"name": "test", "platform": "generic"}))
+            .await;
+        (session, token)
+    }
+}
+
+/// A WebSocket on the gateway's event stream, past its `ws:ready` frame.
+pub struct Events {
+    conn: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+}
+
+impl Events {
+    pub async fn connect(server: &TestServer, session: &str) -> Events {
+        let (_, conn) = client(None)
+            .ws(server.url("/ws").replace("http://", "ws://").as_str())
+            .bearer_auth(session)
+            .connect()
+            .await
+            .expect("websocket");
+        let mut events = Events { conn };
+        assert_eq!(
+            events.next(Duration::from_secs(10)).await["event"],
+            "ws:ready"
+        );
+        events
+    }
+
+    pub async fn next(&mut self, limit: Duration) -> Value {
+        use futures_util::StreamExt;
+        loop {
+            let frame = tokio::time::timeout(limit, self.conn.next())
+                .await
+                .expect("an event in time")
+                .expect("stream open")
+                .expect("valid frame");
+            match frame {
+                awc::ws::Frame::Text(bytes) => {
+                    return serde_json::from_slice(&bytes).expect("json")
+                }
+                awc::ws::Frame::Ping(_) | awc::ws::Frame::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The first event named `name` whose payload matches `pred`.
+    pub async fn wait_for(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self.next(left).await;
+            if ev["event"] == name && pred(&ev["payload"]) {
+                return ev;
+            }
+        }
     }
 }

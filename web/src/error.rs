@@ -1,6 +1,8 @@
 //! `ApiError`: the one error type of the HTTP layer. Every failure, from a bad JSON body to an
 //! unknown route, leaves as `{"error": {"code", "message"}}` with a proper status.
 
+use std::borrow::Cow;
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use loop_gateway_actors::StoreError;
@@ -9,10 +11,12 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
+    /// The agent run an error is about, when there is one.
+    pub run_id: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -26,15 +30,22 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people: what went wrong and what to fix.
     pub message: String,
+    #[serde(rename = "runId", skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_after: None,
+            run_id: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -103,6 +114,7 @@ impl ResponseError for ApiError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message.clone(),
+                run_id: self.run_id.clone(),
             },
         })
     }

@@ -10,6 +10,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::{header, Method};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use loop_gateway_actors::agents::AgentSupervisor;
+use loop_gateway_actors::skills::Skills;
+use loop_gateway_actors::webhooks::Webhooks;
 use loop_gateway_actors::{EventBus, Store, Supervision};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
@@ -18,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod guard;
+pub mod inbound;
 pub mod ratelimit;
 pub mod state;
 pub mod static_ui;
@@ -33,6 +37,9 @@ pub struct WebDeps {
     pub store: Addr<Store>,
     pub bus: Addr<EventBus>,
     pub supervision: Addr<Supervision>,
+    pub agents: Addr<AgentSupervisor>,
+    pub webhooks: Addr<Webhooks>,
+    pub skills: Addr<Skills>,
     pub config: WebConfig,
     pub ticket_key: [u8; 32],
 }
@@ -61,6 +68,9 @@ impl WebServer {
             store: deps.store,
             bus: deps.bus,
             supervision: deps.supervision,
+            agents: deps.agents,
+            webhooks: deps.webhooks,
+            skills: deps.skills,
             config: config.clone(),
             limits: limits.clone(),
             ticket_key: deps.ticket_key,
@@ -81,7 +91,27 @@ impl WebServer {
                         .service(api::auth::ws_ticket)
                         .service(api::health::health)
                         .service(api::runs::list)
+                        .service(api::runs::get)
+                        .service(api::tools::list)
+                        .service(api::usage::totals)
+                        .service(api::usage::daily)
+                        .service(api::usage::models)
+                        .service(api::usage::calls)
+                        .service(api::webhooks::list)
+                        .service(api::webhooks::create)
+                        .service(api::webhooks::events)
+                        .service(api::webhooks::get)
+                        .service(api::webhooks::update)
+                        .service(api::webhooks::remove)
+                        .service(api::webhooks::rotate)
+                        .service(api::webhooks::logs)
                         .route("/openapi.json", web::get().to(openapi_json)),
+                )
+                .service(
+                    utoipa_actix_web::scope("/webhook")
+                        .service(inbound::invoke)
+                        .service(inbound::task)
+                        .service(inbound::health),
                 )
                 .split_for_parts();
             let routes = RouteTable::from_openapi(&doc);

@@ -6,6 +6,9 @@ use std::time::Instant;
 
 use actix::Addr;
 use ipnet::IpNet;
+use loop_gateway_actors::agents::AgentSupervisor;
+use loop_gateway_actors::skills::Skills;
+use loop_gateway_actors::webhooks::Webhooks;
 use loop_gateway_actors::{EventBus, Store, Supervision};
 
 use crate::ratelimit::Limiters;
@@ -27,12 +30,17 @@ pub struct WebConfig {
     pub setup_code: Option<String>,
     pub shutdown_grace_seconds: u64,
     pub workers: Option<usize>,
+    /// How long a sync webhook invoke waits for the agent.
+    pub sync_timeout_seconds: u64,
 }
 
 pub struct AppState {
     pub store: Addr<Store>,
     pub bus: Addr<EventBus>,
     pub supervision: Addr<Supervision>,
+    pub agents: Addr<AgentSupervisor>,
+    pub webhooks: Addr<Webhooks>,
+    pub skills: Addr<Skills>,
     pub config: Arc<WebConfig>,
     pub limits: Arc<Limiters>,
     /// Signs WebSocket tickets (derived from the gateway secret, never the secret itself).

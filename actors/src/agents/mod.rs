@@ -174,11 +174,15 @@ impl Actor for AgentSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        self.arbiters = (0..self.limits.threads.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
+        if self.arbiters.is_empty() {
+            self.arbiters = (0..self.limits.threads.max(1))
+                .map(|_| Arbiter::new().handle())
+                .collect();
+        }
     }
 }
+
+impl actix::Supervised for AgentSupervisor {}
 
 impl Handler<StartAgentRun> for AgentSupervisor {
     type Result = Result<RunTicket, StartRunError>;

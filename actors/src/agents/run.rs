@@ -89,7 +89,13 @@ impl Actor for AgentRun {
                         0,
                         None,
                     ));
-                    failed(&act.run_id, &act.conversation_id, "internal_error", reason, false)
+                    failed(
+                        &act.run_id,
+                        &act.conversation_id,
+                        "internal_error",
+                        reason,
+                        false,
+                    )
                 });
                 if let Some(done) = act.done.take() {
                     let _ = done.send(result);
@@ -117,7 +123,13 @@ impl Handler<CancelRun> for AgentRun {
     }
 }
 
-fn failed(run_id: &str, conversation_id: &str, code: &str, message: String, unavailable: bool) -> RunResult {
+fn failed(
+    run_id: &str,
+    conversation_id: &str,
+    code: &str,
+    message: String,
+    unavailable: bool,
+) -> RunResult {
     RunResult {
         run_id: run_id.to_string(),
         conversation_id: conversation_id.to_string(),
@@ -204,7 +216,13 @@ async fn execute(
         model: defaults.model.clone(),
         metadata: metadata.as_ref().map(|m| m.to_string()),
     };
-    if let Err(e) = ctx.store.send(StartRun { run: new_run }).await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+    if let Err(e) = ctx
+        .store
+        .send(StartRun { run: new_run })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         tracing::error!(run = %run_id, error = %e, "could not record the run's start");
         return failed(&run_id, &conversation_id, "store_error", e, false);
     }
@@ -242,14 +260,28 @@ async fn execute(
         store: ctx.store.clone(),
         pricing: ctx.pricing.clone(),
     };
-    let outcome = run_agent_loop(&ctx.llm, &params, messages, &ctx.toolbox, &recorder, &cancel).await;
+    let outcome = run_agent_loop(
+        &ctx.llm,
+        &params,
+        messages,
+        &ctx.toolbox,
+        &recorder,
+        &cancel,
+    )
+    .await;
 
     let (result, record) = match outcome {
         Ok(o) => {
             let cost = ctx.pricing.cost_micros(&params.model, &o.usage);
-            let mut appended = vec![(role_name(user_turn.role), serde_json::to_string(&user_turn.content).unwrap_or_default())];
+            let mut appended = vec![(
+                role_name(user_turn.role),
+                serde_json::to_string(&user_turn.content).unwrap_or_default(),
+            )];
             appended.extend(o.new_messages.iter().map(|m| {
-                (role_name(m.role), serde_json::to_string(&m.content).unwrap_or_default())
+                (
+                    role_name(m.role),
+                    serde_json::to_string(&m.content).unwrap_or_default(),
+                )
             }));
             let record = finish_record(
                 &run_id,
@@ -303,7 +335,12 @@ async fn execute(
             (result, record)
         }
     };
-    if let Ok(Err(e)) | Err(e) = ctx.store.send(record).await.map_err(|e| crate::StoreError::Panic(e.to_string())) {
+    if let Ok(Err(e)) | Err(e) = ctx
+        .store
+        .send(record)
+        .await
+        .map_err(|e| crate::StoreError::Panic(e.to_string()))
+    {
         tracing::error!(run = %run_id, error = %e, "could not record the run's outcome");
     }
     let event = match &result.error {

@@ -47,13 +47,16 @@ impl SsrfGuard {
     pub fn new(allow_nets: Vec<IpNet>, allow_hosts: Vec<String>) -> Self {
         Self {
             allow_nets,
-            allow_hosts: allow_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allow_hosts: allow_hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         }
     }
 
     pub fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.allow_hosts.iter().any(|h| *h == host)
+        self.allow_hosts.contains(&host)
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
@@ -93,12 +96,7 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
 /// NAT64 (64:ff9b::a.b.c.d) IPv6 address.
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
-    let tail = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     let mapped = s[..5].iter().all(|&x| x == 0) && s[5] == 0xffff;
     let compatible = s[..6].iter().all(|&x| x == 0) && !(s[6] == 0 && s[7] <= 1);
     let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0);
@@ -133,9 +131,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let guard = self.guard.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if guard.host_allowed(&host) {
                 return Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs);
             }
@@ -158,7 +155,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// An IP-literal URL never reaches the resolver: check it directly.
 fn check_url(guard: &SsrfGuard, url: &reqwest::Url) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("refused: only http and https URLs, not {}", url.scheme()));
+        return Err(format!(
+            "refused: only http and https URLs, not {}",
+            url.scheme()
+        ));
     }
     match url.host() {
         Some(url::Host::Ipv4(ip)) => guard.check_ip(IpAddr::V4(ip)),
@@ -204,9 +204,10 @@ pub fn tool(config: HttpRequestConfig) -> Result<Tool, String> {
         .map_err(|e| e.to_string())?;
     let spec = ToolSpec {
         name: "http_request".into(),
-        description: "Make an HTTP request to a public URL and return the status, content type and \
+        description:
+            "Make an HTTP request to a public URL and return the status, content type and \
             body (text or JSON; long bodies are cut). Private and internal addresses are refused."
-            .into(),
+                .into(),
         input_schema: json!({
             "type": "object",
             "properties": {
@@ -283,7 +284,10 @@ async fn request(
         Value::String(s) => req = req.body(s.clone()),
         other => req = req.json(other),
     }
-    let res = req.send().await.map_err(|e| format!("request failed: {}", describe(e)))?;
+    let res = req
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", describe(e)))?;
     let status = res.status().as_u16();
     let content_type = res
         .headers()
@@ -321,21 +325,46 @@ mod tests {
     #[test]
     fn private_and_reserved_addresses_are_forbidden() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::", "fd00:ec2::254", "fe80::1",
-            "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::10.0.0.1",
             "::127.0.0.1",
         ] {
-            assert!(is_forbidden(ip.parse().unwrap()), "{ip} should be forbidden");
+            assert!(
+                is_forbidden(ip.parse().unwrap()),
+                "{ip} should be forbidden"
+            );
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_forbidden(ip.parse().unwrap()), "{ip} should be allowed");
         }
     }
 
     #[test]
     fn the_admin_can_allow_ranges_and_hosts() {
-        let g = SsrfGuard::new(vec!["127.0.0.1/32".parse().unwrap()], vec!["Internal.Example".into()]);
+        let g = SsrfGuard::new(
+            vec!["127.0.0.1/32".parse().unwrap()],
+            vec!["Internal.Example".into()],
+        );
         assert!(g.check_ip("127.0.0.1".parse().unwrap()).is_ok());
         assert!(g.check_ip("127.0.0.2".parse().unwrap()).is_err());
         assert!(g.host_allowed("internal.example."));

@@ -399,7 +399,9 @@ pub(crate) const API_CALL_COLUMNS: &str = "id, run_id, provider, model, input_to
 pub fn get_run(conn: &mut Connection, msg: GetRun) -> Result<Option<RunDetail>, StoreError> {
     use rusqlite::OptionalExtension;
     let run = conn
-        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = ?1"
+        ))?
         .query_row([&msg.id], run_row)
         .optional()?;
     let Some(run) = run else { return Ok(None) };

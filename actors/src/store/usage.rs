@@ -72,7 +72,10 @@ fn figures(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UsageFigures> {
     })
 }
 
-pub fn totals(conn: &mut Connection, UsageTotals(r): UsageTotals) -> Result<UsageFigures, StoreError> {
+pub fn totals(
+    conn: &mut Connection,
+    UsageTotals(r): UsageTotals,
+) -> Result<UsageFigures, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {FIGURES} FROM api_calls WHERE created_at >= ?1 AND created_at < ?2"
@@ -118,7 +121,12 @@ pub fn calls(conn: &mut Connection, msg: UsageCalls) -> Result<Paged<ApiCallRow>
              WHERE created_at >= ?1 AND created_at < ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
         ))?
         .query_map(
-            params![msg.range.since, msg.range.until, msg.page.limit, msg.page.offset],
+            params![
+                msg.range.since,
+                msg.range.until,
+                msg.page.limit,
+                msg.page.offset
+            ],
             api_call_row,
         )?
         .collect::<Result<Vec<_>, _>>()?;

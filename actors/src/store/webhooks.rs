@@ -212,7 +212,11 @@ pub fn record_attempt(conn: &mut Connection, m: RecordAttempt) -> Result<(), Sto
     ])?;
     // The webhook may have been deleted meanwhile; then there is nothing to log against.
     let exists: Option<i64> = tx
-        .query_row("SELECT 1 FROM webhooks WHERE id = ?1", [&m.webhook_id], |r| r.get(0))
+        .query_row(
+            "SELECT 1 FROM webhooks WHERE id = ?1",
+            [&m.webhook_id],
+            |r| r.get(0),
+        )
         .optional()?;
     if exists.is_some() {
         tx.prepare_cached(
@@ -225,7 +229,9 @@ pub fn record_attempt(conn: &mut Connection, m: RecordAttempt) -> Result<(), Sto
             m.event,
             m.delivery_id,
             m.status_code,
-            m.error.clone().unwrap_or_else(|| format!("attempt {}: {}", m.attempts, m.status)),
+            m.error
+                .clone()
+                .unwrap_or_else(|| format!("attempt {}: {}", m.attempts, m.status)),
             m.duration_ms,
             now
         ])?;
@@ -240,7 +246,13 @@ pub fn log_inbound(conn: &mut Connection, m: LogInbound) -> Result<(), StoreErro
                                    created_at)
          VALUES (?1, 'inbound', ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![m.webhook_id, m.status_code, m.detail, m.duration_ms, now_ms()])?;
+    .execute(params![
+        m.webhook_id,
+        m.status_code,
+        m.detail,
+        m.duration_ms,
+        now_ms()
+    ])?;
     Ok(())
 }
 

@@ -92,12 +92,24 @@ impl HttpTarget {
                 async move {
                     seen.lock().unwrap().push(record(&req, &body));
                     match req.path() {
-                        "/json" => HttpResponse::Ok().json(json!({"weather": "sunny", "degrees": 21})),
-                        "/text" => HttpResponse::Ok().content_type("text/plain").body("plain text answer"),
-                        "/big" => HttpResponse::Ok().content_type("text/plain").body("x".repeat(1 << 20)),
+                        "/json" => {
+                            HttpResponse::Ok().json(json!({"weather": "sunny", "degrees": 21}))
+                        }
+                        "/text" => HttpResponse::Ok()
+                            .content_type("text/plain")
+                            .body("plain text answer"),
+                        "/big" => HttpResponse::Ok()
+                            .content_type("text/plain")
+                            .body("x".repeat(1 << 20)),
                         "/redirect" => {
-                            let to = req.query_string().strip_prefix("to=").unwrap_or("/text").to_string();
-                            HttpResponse::Found().insert_header(("location", to)).finish()
+                            let to = req
+                                .query_string()
+                                .strip_prefix("to=")
+                                .unwrap_or("/text")
+                                .to_string();
+                            HttpResponse::Found()
+                                .insert_header(("location", to))
+                                .finish()
                         }
                         _ => HttpResponse::Ok().json(json!({
                             "method": req.method().as_str(),
@@ -184,8 +196,26 @@ impl Receiver {
         self.state.lock().unwrap().failed.len()
     }
 
+    /// Wait until at least `n` deliveries have been refused.
+    pub async fn wait_for_failures(&self, limit: Duration, n: usize) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            if self.failed() >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("webhook receiver: {n} failures not seen within {limit:?}");
+            }
+        }
+    }
+
     /// Wait until `pred` holds for the delivered requests (or panic after `limit`).
-    pub async fn wait_for(&self, limit: Duration, pred: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&[Recorded]) -> bool,
+    ) -> Vec<Recorded> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.notify.notified();

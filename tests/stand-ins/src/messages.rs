@@ -67,6 +67,8 @@ impl Reply {
 }
 
 struct State {
+    in_flight: usize,
+    max_in_flight: usize,
     script: VecDeque<Reply>,
     requests: Vec<Recorded>,
     delay: Duration,
@@ -90,6 +92,8 @@ impl MessagesApi {
 
     pub fn start_with_workers(workers: usize) -> Self {
         let state = Arc::new(Mutex::new(State {
+            in_flight: 0,
+            max_in_flight: 0,
             script: VecDeque::new(),
             requests: Vec::new(),
             delay: Duration::ZERO,
@@ -135,11 +139,17 @@ impl MessagesApi {
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
+
+    /// The most requests that were being answered at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
+    }
 }
 
 fn error(status: u16, kind: &str, message: &str, retry_after: Option<u64>) -> HttpResponse {
     let mut res = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
     );
     if let Some(secs) = retry_after {
         res.insert_header(("retry-after", secs.to_string()));
@@ -148,7 +158,22 @@ fn error(status: u16, kind: &str, message: &str, retry_after: Option<u64>) -> Ht
         .json(json!({"type": "error", "error": {"type": kind, "message": message}}))
 }
 
+/// Counts a request as in flight while it lives.
+struct InFlight(Arc<Mutex<State>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
+}
+
 async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let _in_flight = {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(state.clone())
+    };
     let (reply, delay) = {
         let mut s = state.lock().unwrap();
         let rec = record(&req, &body);
@@ -163,18 +188,40 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
         (s.script.pop_front(), s.delay)
     };
     if req.headers().get("anthropic-version").is_none() {
-        return error(400, "invalid_request_error", "anthropic-version: header is required", None);
+        return error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+            None,
+        );
     }
     if req.headers().get("x-api-key").is_none() {
-        return error(401, "authentication_error", "x-api-key header is required", None);
+        return error(
+            401,
+            "authentication_error",
+            "x-api-key header is required",
+            None,
+        );
     }
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(400, "invalid_request_error", &format!("invalid JSON: {e}"), None),
+        Err(e) => {
+            return error(
+                400,
+                "invalid_request_error",
+                &format!("invalid JSON: {e}"),
+                None,
+            )
+        }
     };
     for field in ["model", "max_tokens", "messages"] {
         if body.get(field).is_none() {
-            return error(400, "invalid_request_error", &format!("{field}: Field required"), None);
+            return error(
+                400,
+                "invalid_request_error",
+                &format!("{field}: Field required"),
+                None,
+            );
         }
     }
     if !delay.is_zero() {
@@ -187,7 +234,8 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
     }
     let stream = body["stream"].as_bool().unwrap_or(false);
     let model = body["model"].as_str().unwrap_or("").to_string();
-    let input_tokens = (body["messages"].to_string().len() + body["system"].to_string().len()) as u64 / 4 + 1;
+    let input_tokens =
+        (body["messages"].to_string().len() + body["system"].to_string().len()) as u64 / 4 + 1;
     let (content, stop_reason) = match reply {
         Reply::Text(t) => (vec![json!({"type": "text", "text": t})], "end_turn"),
         Reply::MaxTokens(t) => (vec![json!({"type": "text", "text": t})], "max_tokens"),
@@ -217,18 +265,41 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
         }
         Reply::After(..) => unreachable!("unwrapped above"),
     };
-    let output_tokens = content.iter().map(|b| b.to_string().len() as u64).sum::<u64>() / 4 + 1;
+    let output_tokens = content
+        .iter()
+        .map(|b| b.to_string().len() as u64)
+        .sum::<u64>()
+        / 4
+        + 1;
     if stream {
         HttpResponse::Ok()
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
-            .body(sse(&model, &content, stop_reason, input_tokens, output_tokens))
+            .body(sse(
+                &model,
+                &content,
+                stop_reason,
+                input_tokens,
+                output_tokens,
+            ))
     } else {
-        HttpResponse::Ok().json(message_json(&model, &content, Some(stop_reason), input_tokens, output_tokens))
+        HttpResponse::Ok().json(message_json(
+            &model,
+            &content,
+            Some(stop_reason),
+            input_tokens,
+            output_tokens,
+        ))
     }
 }
 
-fn message_json(model: &str, content: &[Value], stop: Option<&str>, input: u64, output: u64) -> Value {
+fn message_json(
+    model: &str,
+    content: &[Value],
+    stop: Option<&str>,
+    input: u64,
+    output: u64,
+) -> Value {
     json!({
         "id": format!("msg_{}", MESSAGE_IDS.fetch_add(1, Ordering::Relaxed)),
         "type": "message",
@@ -248,42 +319,77 @@ fn sse(model: &str, content: &[Value], stop: &str, input: u64, output: u64) -> S
     let mut event = |name: &str, data: Value| {
         out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
     };
-    event("message_start", json!({"type": "message_start", "message": message_json(model, &[], None, input, 1)}));
+    event(
+        "message_start",
+        json!({"type": "message_start", "message": message_json(model, &[], None, input, 1)}),
+    );
     event("ping", json!({"type": "ping"}));
     for (i, block) in content.iter().enumerate() {
         match block["type"].as_str() {
             Some("text") => {
                 let text = block["text"].as_str().unwrap_or("");
-                event("content_block_start", json!({"type": "content_block_start", "index": i,
-                    "content_block": {"type": "text", "text": ""}}));
-                let mid = text.char_indices().nth(text.chars().count() / 2).map(|(b, _)| b).unwrap_or(0);
+                event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": i,
+                    "content_block": {"type": "text", "text": ""}}),
+                );
+                let mid = text
+                    .char_indices()
+                    .nth(text.chars().count() / 2)
+                    .map(|(b, _)| b)
+                    .unwrap_or(0);
                 for part in [&text[..mid], &text[mid..]] {
-                    event("content_block_delta", json!({"type": "content_block_delta", "index": i,
-                        "delta": {"type": "text_delta", "text": part}}));
+                    event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "text_delta", "text": part}}),
+                    );
                 }
             }
             _ => {
                 let input = block["input"].to_string();
-                event("content_block_start", json!({"type": "content_block_start", "index": i,
-                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}}));
+                event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": i,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}}),
+                );
                 let mid = input.len() / 2;
-                let (a, b) = input.split_at(input.char_indices().map(|(i, _)| i).find(|&i| i >= mid).unwrap_or(0));
+                let (a, b) = input.split_at(
+                    input
+                        .char_indices()
+                        .map(|(i, _)| i)
+                        .find(|&i| i >= mid)
+                        .unwrap_or(0),
+                );
                 for part in [a, b] {
-                    event("content_block_delta", json!({"type": "content_block_delta", "index": i,
-                        "delta": {"type": "input_json_delta", "partial_json": part}}));
+                    event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": part}}),
+                    );
                 }
             }
         }
-        event("content_block_stop", json!({"type": "content_block_stop", "index": i}));
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": i}),
+        );
     }
-    event("message_delta", json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output}}));
+    event(
+        "message_delta",
+        json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output}}),
+    );
     event("message_stop", json!({"type": "message_stop"}));
     out
 }
 
 fn echo(body: &Value) -> String {
-    let last = body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(Value::Null);
     let blocks: Vec<Value> = match &last["content"] {
         Value::String(s) => vec![json!({"type": "text", "text": s})],
         Value::Array(a) => a.clone(),
@@ -294,9 +400,11 @@ fn echo(body: &Value) -> String {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        return format!("Tool result: {}", content.chars().take(200).collect::<String>());
+        return format!(
+            "Tool result: {}",
+            content.chars().take(200).collect::<String>()
+        );
     }
     let text: String = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
     format!("You said: {text}")
 }
-

@@ -10,6 +10,9 @@ use loop_gateway_actors::store::Page;
 pub mod auth;
 pub mod health;
 pub mod runs;
+pub mod tools;
+pub mod usage;
+pub mod webhooks;
 
 /// `?limit=&offset=`, shared by every list endpoint.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -1,7 +1,7 @@
 //! `/api/runs`: the agent runs, newest first.
 
 use actix_web::{get, web};
-use loop_gateway_actors::store::runs::{ListRuns, RunFilter};
+use loop_gateway_actors::store::runs::{GetRun, ListRuns, RunFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -96,4 +96,20 @@ pub async fn list(
         limit: paged.limit,
         offset: paged.offset,
     }))
+}
+
+/// One run with its model calls (`llmCallsDetail`) and tool calls.
+#[utoipa::path(tag = "runs", security(("session" = [])),
+    responses((status = 200), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/runs/{id}")]
+pub async fn get(
+    _auth: Authed,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match reply(state.store.send(GetRun { id: id.clone() }).await)? {
+        Some(run) => Ok(actix_web::HttpResponse::Ok().json(run)),
+        None => Err(ApiError::not_found(format!("no run with id {id}"))),
+    }
 }
