@@ -8,6 +8,7 @@ mod agents;
 mod auth;
 mod errors;
 mod lifecycle;
+mod peers;
 mod persistence;
 mod rate_limit;
 mod webhooks;

@@ -431,3 +431,84 @@ impl Events {
         }
     }
 }
+
+/// A free TCP port on 127.0.0.1 (for peers that must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A Python LLM peer from tests/peers (fakellm, or llama.cpp serving SmolLM2), installed by
+/// `tests/peers/install.sh`. Stopped when dropped.
+pub struct PythonPeer {
+    pub url: String,
+    child: Child,
+}
+
+impl PythonPeer {
+    fn start(script: &str, args: &[String], env: &[(&str, String)]) -> PythonPeer {
+        let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers");
+        let venv = std::env::var("LG_PEERS_VENV")
+            .unwrap_or_else(|_| "/var/tmp/loop-gateway-peers-venv".into());
+        assert!(
+            Path::new(&venv).join("bin/python").exists(),
+            "the LLM test peers are not installed at {venv}: run tests/peers/install.sh \
+             (tests/run.sh does)"
+        );
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(format!("{peers}/{script}"));
+            cmd.args(args).arg(port.to_string());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd
+                .env("LG_PEERS_VENV", &venv)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start peer");
+            let stdout = child.stdout.take().expect("stdout");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.starts_with("READY ") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            if rx.recv_timeout(Duration::from_secs(60)).is_ok() {
+                return PythonPeer {
+                    url: format!("http://127.0.0.1:{port}"),
+                    child,
+                };
+            }
+            // The port may have been taken between choosing and binding it: try another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{script} did not become ready");
+    }
+
+    /// fakellm with a rules file from tests/peers; `env` fills its placeholders.
+    pub fn fakellm(rules: &str, env: &[(&str, String)]) -> PythonPeer {
+        let rules = format!("{}/tests/peers/{rules}", env!("CARGO_MANIFEST_DIR"));
+        Self::start("fakellm_server.sh", &[rules], env)
+    }
+
+    /// llama.cpp's server with SmolLM2-135M: `/v1/messages` and `/v1/chat/completions`.
+    pub fn smollm2() -> PythonPeer {
+        Self::start("llama_server.sh", &[], &[])
+    }
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = wait_with_timeout(&mut self.child, Duration::from_secs(10));
+    }
+}
