@@ -82,7 +82,26 @@ fn init_tracing(config: &Config) {
     }
 }
 
+/// Every connection is a file descriptor: take the hard limit, not the (often 1024) soft one.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = lim.rlim_max;
+            lim.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(limit = wanted, "raised the open-file limit");
+            }
+        }
+    }
+}
+
 fn serve(config: Config) -> Result<(), String> {
+    raise_open_file_limit();
     let key = config.load_or_create_secret_key()?;
     let secrets = SecretBox::new(&key.0).map_err(|e| e.to_string())?;
     let db_path = config.database_path();

@@ -130,24 +130,13 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(log);
         let mut child = cmd.spawn().expect("start loop-gateway");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("loop-gateway listening on http://") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "loop-gateway did not start; its log:\n{}",
-                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                );
-            }
+        let Some(addr) = loop_gateway_stand_ins::wait_listening(&mut child, Duration::from_secs(30))
+        else {
+            let _ = child.kill();
+            panic!(
+                "loop-gateway did not start; its log:\n{}",
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            );
         };
         self.port = addr
             .rsplit(':')

@@ -12,6 +12,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
 pub mod conversations;
+pub mod counters;
 pub mod runs;
 pub mod schema;
 pub mod sessions;
@@ -63,8 +64,10 @@ pub fn open(path: &Path, size: u32) -> Result<Pool, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         schema::migrate(&mut conn, &path.display().to_string())?;
     }
-    let manager =
-        SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
+    let manager = SqliteConnectionManager::file(path).with_init(|c| {
+        c.execute_batch(CONNECTION_PRAGMAS)?;
+        counters::install(c)
+    });
     Ok(r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(1))

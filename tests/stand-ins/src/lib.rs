@@ -17,6 +17,24 @@ use serde_json::{json, Value};
 mod messages;
 pub use messages::{MessagesApi, Reply};
 
+/// The line `loop-gateway` prints on stdout once it listens.
+pub const LISTENING: &str = "loop-gateway listening on http://";
+
+/// Wait for a started gateway's listening line; returns its `host:port`.
+pub fn wait_listening(child: &mut std::process::Child, limit: Duration) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix(LISTENING) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    rx.recv_timeout(limit).ok()
+}
+
 /// Run an actix-web app on 127.0.0.1:<ephemeral> in a thread of its own; returns its address.
 pub(crate) fn serve<F>(workers: usize, factory: F) -> SocketAddr
 where

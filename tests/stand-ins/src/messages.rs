@@ -73,6 +73,7 @@ struct State {
     requests: Vec<Recorded>,
     delay: Duration,
     record: bool,
+    tool_url: Option<String>,
 }
 
 /// The Messages API stand-in. With an empty script it echoes: `You said: <last user text>`,
@@ -98,6 +99,7 @@ impl MessagesApi {
             requests: Vec::new(),
             delay: Duration::ZERO,
             record: true,
+            tool_url: None,
         }));
         let st = state.clone();
         let addr = serve(workers, move |cfg| {
@@ -125,6 +127,12 @@ impl MessagesApi {
     /// Delay every answer (the script's own delays add to it).
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// With an empty script, answer a new question with one `http_request` tool call to `url`
+    /// and a tool result with text (a tool round per run, for benchmarks).
+    pub fn set_tool_round(&self, url: Option<String>) {
+        self.state.lock().unwrap().tool_url = url;
     }
 
     /// Stop keeping request bodies (for load tests).
@@ -174,7 +182,7 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
         InFlight(state.clone())
     };
-    let (reply, delay) = {
+    let (reply, delay, tool_url) = {
         let mut s = state.lock().unwrap();
         let rec = record(&req, &body);
         if s.record {
@@ -185,7 +193,7 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
                 ..rec
             });
         }
-        (s.script.pop_front(), s.delay)
+        (s.script.pop_front(), s.delay, s.tool_url.clone())
     };
     if req.headers().get("anthropic-version").is_none() {
         return error(
@@ -227,7 +235,10 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut reply = reply.unwrap_or_else(|| Reply::Text(echo(&body)));
+    let mut reply = reply.unwrap_or_else(|| match tool_url {
+        Some(url) if !last_is_tool_result(&body) => Reply::tool("http_request", json!({"url": url})),
+        _ => Reply::Text(echo(&body)),
+    });
     while let Reply::After(d, inner) = reply {
         tokio::time::sleep(d).await;
         reply = *inner;
@@ -382,6 +393,14 @@ fn sse(model: &str, content: &[Value], stop: &str, input: u64, output: u64) -> S
     );
     event("message_stop", json!({"type": "message_stop"}));
     out
+}
+
+fn last_is_tool_result(body: &Value) -> bool {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
 }
 
 fn echo(body: &Value) -> String {

@@ -21,6 +21,12 @@ pub struct Health {
     #[schema(value_type = Vec<Object>)]
     actors: Vec<ActorStatus>,
     event_subscribers: usize,
+    /// Agent runs in progress and waiting.
+    #[schema(value_type = Object)]
+    runs: loop_gateway_actors::agents::RunCounts,
+    /// SQLite statements and write transactions since start.
+    #[schema(value_type = Object)]
+    store: loop_gateway_actors::store::counters::StoreCounters,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -54,6 +60,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         .await
         .unwrap_or_default();
     let event_subscribers = state.bus.send(SubscriberCount).await.unwrap_or(0);
+    let runs = state
+        .agents
+        .send(loop_gateway_actors::agents::GetRunCounts)
+        .await
+        .unwrap_or(loop_gateway_actors::agents::RunCounts {
+            running: 0,
+            queued: 0,
+        });
     let ok = database.ok;
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
@@ -62,6 +76,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         database,
         actors,
         event_subscribers,
+        runs,
+        store: loop_gateway_actors::store::counters::read(),
     };
     if ok {
         HttpResponse::Ok().json(body)
