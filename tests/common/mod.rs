@@ -130,7 +130,8 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(log);
         let mut child = cmd.spawn().expect("start loop-gateway");
-        let Some(addr) = loop_gateway_stand_ins::wait_listening(&mut child, Duration::from_secs(30))
+        let Some(addr) =
+            loop_gateway_stand_ins::wait_listening(&mut child, Duration::from_secs(30))
         else {
             let _ = child.kill();
             panic!(

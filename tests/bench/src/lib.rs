@@ -22,6 +22,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Run only the phases whose name contains this.
     pub only: Option<String>,
+    /// Extra settings for the gateway under test (`NAME=value`), to compare configurations.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             quick: false,
             out: None,
             only: None,
+            env: Vec::new(),
         }
     }
 }
@@ -58,7 +61,14 @@ pub struct Report {
 }
 
 impl Report {
-    fn add(&mut self, name: &str, value: f64, unit: &'static str, goal: &'static str, baseline: Option<f64>) {
+    fn add(
+        &mut self,
+        name: &str,
+        value: f64,
+        unit: &'static str,
+        goal: &'static str,
+        baseline: Option<f64>,
+    ) {
         let ratio = baseline.filter(|b| *b != 0.0).map(|b| value / b);
         println!("  {name}: {value:.3} {unit}");
         self.figures.push(Figure {
@@ -82,8 +92,12 @@ impl Report {
                 f.name,
                 f.value,
                 f.unit,
-                f.baseline.map(|b| format!("{b:.3}")).unwrap_or_else(|| "-".into()),
-                f.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
+                f.baseline
+                    .map(|b| format!("{b:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                f.ratio
+                    .map(|r| format!("{r:.2}"))
+                    .unwrap_or_else(|| "-".into()),
                 f.goal
             ));
         }
@@ -142,7 +156,8 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(bin: &Path, env: &[(&str, String)]) -> Result<Gateway, String> {
+    fn start(opts: &Options, env: &[(&str, String)]) -> Result<Gateway, String> {
+        let bin = &opts.gateway;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.current_dir(dir.path())
@@ -160,6 +175,9 @@ impl Gateway {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for (k, v) in &opts.env {
             cmd.env(k, v);
         }
         let mut child = cmd
@@ -214,7 +232,12 @@ fn client(connections: usize) -> awc::Client {
         .finish()
 }
 
-async fn post(c: &awc::Client, url: &str, body: &Value, auth: Option<&str>) -> Result<Value, String> {
+async fn post(
+    c: &awc::Client,
+    url: &str,
+    body: &Value,
+    auth: Option<&str>,
+) -> Result<Value, String> {
     let mut req = c.post(url);
     if let Some(t) = auth {
         req = req.bearer_auth(t);
@@ -222,24 +245,47 @@ async fn post(c: &awc::Client, url: &str, body: &Value, auth: Option<&str>) -> R
     let mut res = req.send_json(body).await.map_err(|e| e.to_string())?;
     let bytes = res.body().limit(1 << 24).await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
-        return Err(format!("{} {}", res.status(), String::from_utf8_lossy(&bytes)));
+        return Err(format!(
+            "{} {}",
+            res.status(),
+            String::from_utf8_lossy(&bytes)
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 async fn get_json(c: &awc::Client, url: &str) -> Value {
     match c.get(url).send().await {
-        Ok(mut r) => r.json::<Value>().limit(1 << 24).await.unwrap_or(Value::Null),
+        Ok(mut r) => r
+            .json::<Value>()
+            .limit(1 << 24)
+            .await
+            .unwrap_or(Value::Null),
         Err(_) => Value::Null,
     }
 }
 
 /// Admin session and a webhook token.
 async fn prepare(c: &awc::Client, g: &Gateway) -> Result<(String, String), String> {
-    let s = post(c, &format!("{}/api/auth/setup", g.base), &json!({"username": "bench", "password": "bench password"}), None).await?;
+    let s = post(
+        c,
+        &format!("{}/api/auth/setup", g.base),
+        &json!({"username": "bench", "password": "bench password"}),
+        None,
+    )
+    .await?;
     let session = s["token"].as_str().ok_or("no session")?.to_string();
-    let w = post(c, &format!("{}/api/webhooks", g.base), &json!({"name": "bench"}), Some(&session)).await?;
-    Ok((session, w["token"].as_str().ok_or("no webhook token")?.to_string()))
+    let w = post(
+        c,
+        &format!("{}/api/webhooks", g.base),
+        &json!({"name": "bench"}),
+        Some(&session),
+    )
+    .await?;
+    Ok((
+        session,
+        w["token"].as_str().ok_or("no webhook token")?.to_string(),
+    ))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -251,7 +297,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// `n` requests one after another; latencies sorted.
-async fn sequential(c: &awc::Client, url: &str, body: &Value, n: usize) -> Result<Vec<Duration>, String> {
+async fn sequential(
+    c: &awc::Client,
+    url: &str,
+    body: &Value,
+    n: usize,
+) -> Result<Vec<Duration>, String> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
@@ -263,14 +314,26 @@ async fn sequential(c: &awc::Client, url: &str, body: &Value, n: usize) -> Resul
 }
 
 /// `conc` clients sending back to back for `secs`; completed requests per second.
-async fn closed_loop(c: &awc::Client, url: &str, body: &Value, conc: usize, secs: u64) -> Result<f64, String> {
+async fn closed_loop(
+    c: &awc::Client,
+    url: &str,
+    body: &Value,
+    conc: usize,
+    secs: u64,
+) -> Result<f64, String> {
     let done = Rc::new(Cell::new(0u64));
     let failed = Rc::new(Cell::new(0u64));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (c, url, body, done, failed) = (c.clone(), url.to_string(), body.clone(), done.clone(), failed.clone());
+        let (c, url, body, done, failed) = (
+            c.clone(),
+            url.to_string(),
+            body.clone(),
+            done.clone(),
+            failed.clone(),
+        );
         tasks.push(actix_rt::spawn(async move {
             while Instant::now() < deadline {
                 match post(&c, &url, &body, None).await {
@@ -290,7 +353,12 @@ async fn closed_loop(c: &awc::Client, url: &str, body: &Value, conc: usize, secs
 }
 
 /// Open `n` WebSocket subscribers; each counts its frames into the shared counter.
-async fn subscribers(g: &Gateway, session: &str, n: usize, frames: Rc<Cell<u64>>) -> Result<Vec<actix_rt::task::JoinHandle<()>>, String> {
+async fn subscribers(
+    g: &Gateway,
+    session: &str,
+    n: usize,
+    frames: Rc<Cell<u64>>,
+) -> Result<Vec<actix_rt::task::JoinHandle<()>>, String> {
     let url = format!("{}/ws", g.base.replace("http://", "ws://"));
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
@@ -347,7 +415,10 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         let mut rss = Vec::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| e.to_string())?
+                .port();
             let t = Instant::now();
             let mut child = Command::new(&opts.gateway)
                 .current_dir(dir.path())
@@ -374,7 +445,12 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
             rss.push(
                 std::fs::read_to_string(format!("/proc/{}/status", child.id()))
                     .ok()
-                    .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|v| v.parse::<f64>().ok())
+                    })
                     .unwrap_or(0.0),
             );
             let _ = child.kill();
@@ -382,14 +458,26 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         }
         times.sort();
         rss.sort_by(f64::total_cmp);
-        report.add("exec to healthy (median of 5)", percentile(&times, 0.5), "ms", "< 50 ms", None);
-        report.add("idle RSS after start (median of 5)", rss[2] / 1024.0, "MiB", "< 15 MB", None);
+        report.add(
+            "exec to healthy (median of 5)",
+            percentile(&times, 0.5),
+            "ms",
+            "< 50 ms",
+            None,
+        );
+        report.add(
+            "idle RSS after start (median of 5)",
+            rss[2] / 1024.0,
+            "MiB",
+            "< 15 MB",
+            None,
+        );
     }
 
     let llm = MessagesApi::start_with_workers(1);
     llm.set_recording(false);
     let target = HttpTarget::start();
-    let g = Gateway::start(&opts.gateway, &[("ANTHROPIC_BASE_URL", llm.url.clone())])?;
+    let g = Gateway::start(opts, &[("ANTHROPIC_BASE_URL", llm.url.clone())])?;
     let (session, token) = prepare(&c, &g).await?;
     let invoke = format!("{}/webhook/invoke/{token}", g.base);
     let body = json!({"message": "hello", "sync": true});
@@ -403,7 +491,13 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
             let mut out = Vec::with_capacity(n);
             for _ in 0..n {
                 let t = Instant::now();
-                let mut r = c.post(&u).insert_header(("x-api-key", "k")).insert_header(("anthropic-version", "2023-06-01")).send_json(&b).await.map_err(|e| e.to_string())?;
+                let mut r = c
+                    .post(&u)
+                    .insert_header(("x-api-key", "k"))
+                    .insert_header(("anthropic-version", "2023-06-01"))
+                    .send_json(&b)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 r.body().await.map_err(|e| e.to_string())?;
                 out.push(t.elapsed());
             }
@@ -428,12 +522,40 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         seq_p50 = g50;
         report.add("stand-in alone, c=1, p50", b50, "ms", "baseline", None);
         report.add("sync webhook run, c=1, p50", g50, "ms", "-", Some(b50));
-        report.add("added latency per sync run, c=1, p50", g50 - b50, "ms", "< 0.3 ms", Some(b50));
-        report.add("added latency per sync run, c=1, p99", (g99 - b99).max(0.0), "ms", "< 1 ms", Some(b99));
+        report.add(
+            "added latency per sync run, c=1, p50",
+            g50 - b50,
+            "ms",
+            "< 0.3 ms",
+            Some(b50),
+        );
+        report.add(
+            "added latency per sync run, c=1, p99",
+            (g99 - b99).max(0.0),
+            "ms",
+            "< 1 ms",
+            Some(b99),
+        );
         let n = sizes.sequential as f64;
-        let delta = |field: &str| (after["store"][field].as_f64().unwrap_or(0.0) - before["store"][field].as_f64().unwrap_or(0.0)) / n;
-        report.add("SQLite statements per run", delta("statements"), "stmts", "reported", None);
-        report.add("SQLite write transactions per run", delta("commits"), "commits", "reported", None);
+        let delta = |field: &str| {
+            (after["store"][field].as_f64().unwrap_or(0.0)
+                - before["store"][field].as_f64().unwrap_or(0.0))
+                / n
+        };
+        report.add(
+            "SQLite statements per run",
+            delta("statements"),
+            "stmts",
+            "reported",
+            None,
+        );
+        report.add(
+            "SQLite write transactions per run",
+            delta("commits"),
+            "commits",
+            "reported",
+            None,
+        );
     }
 
     if wanted(opts, "tool") {
@@ -453,24 +575,62 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         let lat = sequential(&c, &invoke, &body, sizes.sequential / 2).await?;
         llm.set_tool_round(None);
         let (b50, b99) = (percentile(&base, 0.5), percentile(&base, 0.99));
-        report.add("added latency with a tool round, c=1, p50", percentile(&lat, 0.5) - b50, "ms", "< 1 ms", Some(b50));
-        report.add("added latency with a tool round, c=1, p99", (percentile(&lat, 0.99) - b99).max(0.0), "ms", "< 3 ms", Some(b99));
+        report.add(
+            "added latency with a tool round, c=1, p50",
+            percentile(&lat, 0.5) - b50,
+            "ms",
+            "< 1 ms",
+            Some(b50),
+        );
+        report.add(
+            "added latency with a tool round, c=1, p99",
+            (percentile(&lat, 0.99) - b99).max(0.0),
+            "ms",
+            "< 3 ms",
+            Some(b99),
+        );
     }
 
     if wanted(opts, "throughput") {
         println!("throughput, {} concurrent clients", sizes.concurrency);
-        let base = closed_loop_direct(&c, &direct_url, &direct_body, sizes.concurrency, sizes.load_secs).await?;
+        let base = closed_loop_direct(
+            &c,
+            &direct_url,
+            &direct_body,
+            sizes.concurrency,
+            sizes.load_secs,
+        )
+        .await?;
         let rps = closed_loop(&c, &invoke, &body, sizes.concurrency, sizes.load_secs).await?;
-        report.add("stand-in alone, requests/s", base, "req/s", "baseline", None);
         report.add(
-            if opts.quick { "sync webhook runs/s (quick: fewer clients)" } else { "sync webhook runs/s, 64 clients" },
-            rps, "runs/s", ">= 6,200", Some(base),
+            "stand-in alone, requests/s",
+            base,
+            "req/s",
+            "baseline",
+            None,
+        );
+        report.add(
+            if opts.quick {
+                "sync webhook runs/s (quick: fewer clients)"
+            } else {
+                "sync webhook runs/s, 64 clients"
+            },
+            rps,
+            "runs/s",
+            ">= 6,200",
+            Some(base),
         );
         if wanted(opts, "dashboards") {
             let frames = Rc::new(Cell::new(0u64));
             let subs = subscribers(&g, &session, sizes.dashboards, frames.clone()).await?;
             let with = closed_loop(&c, &invoke, &body, sizes.concurrency, sizes.load_secs).await?;
-            report.add(&format!("runs/s with {} dashboards attached", sizes.dashboards), with, "runs/s", "small cost", Some(rps));
+            report.add(
+                &format!("runs/s with {} dashboards attached", sizes.dashboards),
+                with,
+                "runs/s",
+                "small cost",
+                Some(rps),
+            );
             for s in subs {
                 s.abort();
             }
@@ -490,7 +650,16 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         let per_sec = frames.get() as f64 / start.elapsed().as_secs_f64();
-        report.add(&format!("WebSocket events delivered/s, {} subscribers", sizes.subscribers), per_sec, "events/s", ">= 50,000", None);
+        report.add(
+            &format!(
+                "WebSocket events delivered/s, {} subscribers",
+                sizes.subscribers
+            ),
+            per_sec,
+            "events/s",
+            ">= 50,000",
+            None,
+        );
         for s in subs {
             s.abort();
         }
@@ -508,24 +677,42 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
             sent += batch;
         }
         let lat = sequential(&c, &invoke, &body, sizes.sequential).await?;
-        report.add(&format!("sync run p50 after {} more conversations", sizes.history), percentile(&lat, 0.5), "ms", "flat", Some(seq_p50));
+        report.add(
+            &format!("sync run p50 after {} more conversations", sizes.history),
+            percentile(&lat, 0.5),
+            "ms",
+            "flat",
+            Some(seq_p50),
+        );
     }
     drop(g);
 
     if wanted(opts, "waiting") {
-        println!("{} concurrent runs waiting on a {:?} model", sizes.waiting_runs, sizes.slow_llm);
+        println!(
+            "{} concurrent runs waiting on a {:?} model",
+            sizes.waiting_runs, sizes.slow_llm
+        );
         let slow = MessagesApi::start_with_workers(2);
         slow.set_recording(false);
         slow.set_delay(sizes.slow_llm);
         let g = Gateway::start(
-            &opts.gateway,
-            &[("ANTHROPIC_BASE_URL", slow.url.clone()), ("MAX_CONCURRENT_RUNS", "100000".into()), ("RUN_QUEUE_SIZE", "100000".into())],
+            opts,
+            &[
+                ("ANTHROPIC_BASE_URL", slow.url.clone()),
+                ("MAX_CONCURRENT_RUNS", "100000".into()),
+                ("RUN_QUEUE_SIZE", "100000".into()),
+            ],
         )?;
         let (session, token) = prepare(&c, &g).await?;
         let invoke = format!("{}/webhook/invoke/{token}", g.base);
         let done = Rc::new(Cell::new(0u64));
         let url = format!("{}/ws", g.base.replace("http://", "ws://"));
-        let (_, mut ws) = awc::Client::new().ws(url.as_str()).bearer_auth(&session).connect().await.map_err(|e| e.to_string())?;
+        let (_, mut ws) = awc::Client::new()
+            .ws(url.as_str())
+            .bearer_auth(&session)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
         ws.next().await;
         let counter = done.clone();
         let watcher = actix_rt::spawn(async move {
@@ -553,16 +740,47 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         let wall = start.elapsed().as_secs_f64();
         watcher.abort();
         if (done.get() as usize) < sizes.waiting_runs {
-            return Err(format!("only {} of {} waiting runs completed", done.get(), sizes.waiting_runs));
+            return Err(format!(
+                "only {} of {} waiting runs completed",
+                done.get(),
+                sizes.waiting_runs
+            ));
         }
-        report.add(&format!("{} runs waiting on a {:?} model: wall time", sizes.waiting_runs, sizes.slow_llm), wall, "s", "< 5.5 s", Some(sizes.slow_llm.as_secs_f64()));
-        report.add(&format!("{} runs waiting: peak RSS", sizes.waiting_runs), g.status_kb("VmHWM") / 1024.0, "MiB", "< 300 MB", None);
-        report.add("stand-in max requests in flight", slow.max_in_flight() as f64, "reqs", "all at once", Some(sizes.waiting_runs as f64));
+        report.add(
+            &format!(
+                "{} runs waiting on a {:?} model: wall time",
+                sizes.waiting_runs, sizes.slow_llm
+            ),
+            wall,
+            "s",
+            "< 5.5 s",
+            Some(sizes.slow_llm.as_secs_f64()),
+        );
+        report.add(
+            &format!("{} runs waiting: peak RSS", sizes.waiting_runs),
+            g.status_kb("VmHWM") / 1024.0,
+            "MiB",
+            "< 300 MB",
+            None,
+        );
+        report.add(
+            "stand-in max requests in flight",
+            slow.max_in_flight() as f64,
+            "reqs",
+            "all at once",
+            Some(sizes.waiting_runs as f64),
+        );
     }
     Ok(report)
 }
 
-async fn closed_loop_direct(c: &awc::Client, url: &str, body: &Value, conc: usize, secs: u64) -> Result<f64, String> {
+async fn closed_loop_direct(
+    c: &awc::Client,
+    url: &str,
+    body: &Value,
+    conc: usize,
+    secs: u64,
+) -> Result<f64, String> {
     let done = Rc::new(Cell::new(0u64));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -571,7 +789,12 @@ async fn closed_loop_direct(c: &awc::Client, url: &str, body: &Value, conc: usiz
         let (c, url, body, done) = (c.clone(), url.to_string(), body.clone(), done.clone());
         tasks.push(actix_rt::spawn(async move {
             while Instant::now() < deadline {
-                let res = c.post(&url).insert_header(("x-api-key", "k")).insert_header(("anthropic-version", "2023-06-01")).send_json(&body).await;
+                let res = c
+                    .post(&url)
+                    .insert_header(("x-api-key", "k"))
+                    .insert_header(("anthropic-version", "2023-06-01"))
+                    .send_json(&body)
+                    .await;
                 if let Ok(mut r) = res {
                     if r.body().await.is_ok() {
                         done.set(done.get() + 1);
@@ -589,9 +812,13 @@ async fn closed_loop_direct(c: &awc::Client, url: &str, body: &Value, conc: usiz
 /// A blocking health probe (for start-up timing, before any runtime is involved).
 fn health_ok(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /api/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /api/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 12];

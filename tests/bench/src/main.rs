@@ -13,9 +13,14 @@ fn main() -> ExitCode {
             "--out" => opts.out = args.next().map(PathBuf::from),
             "--gateway" => opts.gateway = args.next().map(PathBuf::from).unwrap_or(opts.gateway),
             "--only" => opts.only = args.next(),
+            "--env" => {
+                if let Some((k, v)) = args.next().as_deref().and_then(|kv| kv.split_once('=')) {
+                    opts.env.push((k.to_string(), v.to_string()));
+                }
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: loop-gateway-bench [--quick] [--out FILE] [--gateway PATH] [--only NAME]\n\
+                    "usage: loop-gateway-bench [--quick] [--out FILE] [--gateway PATH] [--only NAME] [--env NAME=value]...\n\
                      Runs the gateway binary (default: target/release/loop-gateway) against a\n\
                      local Messages API stand-in and prints the figures; --quick takes seconds."
                 );

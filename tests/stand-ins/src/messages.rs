@@ -236,7 +236,9 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
         tokio::time::sleep(delay).await;
     }
     let mut reply = reply.unwrap_or_else(|| match tool_url {
-        Some(url) if !last_is_tool_result(&body) => Reply::tool("http_request", json!({"url": url})),
+        Some(url) if !last_is_tool_result(&body) => {
+            Reply::tool("http_request", json!({"url": url}))
+        }
         _ => Reply::Text(echo(&body)),
     });
     while let Reply::After(d, inner) = reply {
