@@ -72,7 +72,8 @@ impl Gateway {
                     .map_err(|e| StartError::Setup(e.to_string()))?,
             )
         };
-        let store = Store::start(pool, usize::from(config.store_threads));
+        let store = Store::start(pool, usize::from(config.store_threads))
+            .map_err(|e| StartError::Setup(e.to_string()))?;
 
         let (allow_nets, allow_hosts) = config.http_request_allow();
         let toolbox = Arc::new(

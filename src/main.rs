@@ -106,7 +106,7 @@ fn serve(config: Config) -> Result<(), String> {
     let secrets = SecretBox::new(&key.0).map_err(|e| e.to_string())?;
     let db_path = config.database_path();
     let pool =
-        store::open(&db_path, u32::from(config.store_threads) + 1).map_err(|e| e.to_string())?;
+        store::open(&db_path, u32::from(config.store_threads) + 2).map_err(|e| e.to_string())?;
     tracing::info!(database = %db_path.display(), "database ready");
 
     let setup_code = setup_code_if_needed(&config, &pool)?;

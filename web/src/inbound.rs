@@ -128,6 +128,8 @@ pub async fn invoke(
                 max_iterations: body.max_iterations,
             },
             wait: body.sync,
+            // The run lives on this worker's thread: no hops between threads on its way.
+            arbiter: Some(actix_rt::Arbiter::current()),
         })
         .await?;
     let ticket = match ticket {

@@ -60,6 +60,8 @@ pub struct RunRequest {
 pub struct StartAgentRun {
     pub request: RunRequest,
     pub wait: bool,
+    /// Run on this arbiter (the caller's own, to save thread hops); else on the pool's.
+    pub arbiter: Option<ArbiterHandle>,
 }
 
 pub struct RunTicket {
@@ -130,11 +132,14 @@ pub struct RunContext {
     pub bus: Addr<EventBus>,
 }
 
-struct Pending {
-    run_id: String,
-    conversation_id: String,
-    request: RunRequest,
-    done: Option<oneshot::Sender<RunResult>>,
+pub(crate) struct Pending {
+    pub(crate) run_id: String,
+    pub(crate) conversation_id: String,
+    /// The caller named no conversation: there is no history to read.
+    pub(crate) new_conversation: bool,
+    pub(crate) request: RunRequest,
+    pub(crate) done: Option<oneshot::Sender<RunResult>>,
+    arbiter: Option<ArbiterHandle>,
 }
 
 pub struct AgentSupervisor {
@@ -159,13 +164,16 @@ impl AgentSupervisor {
     }
 
     fn launch(&mut self, p: Pending, me: Addr<AgentSupervisor>) {
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let arbiter = match &p.arbiter {
+            Some(a) => a.clone(),
+            None => {
+                self.next_arbiter = self.next_arbiter.wrapping_add(1);
+                self.arbiters[self.next_arbiter % self.arbiters.len()].clone()
+            }
+        };
         let ctx = self.ctx.clone();
         let run_id = p.run_id.clone();
-        let addr = AgentRun::start_in_arbiter(arbiter, move |_| {
-            AgentRun::new(ctx, me, p.run_id, p.conversation_id, p.request, p.done)
-        });
+        let addr = AgentRun::start_in_arbiter(&arbiter, move |_| AgentRun::new(ctx, me, p));
         self.running.insert(run_id, addr);
     }
 }
@@ -189,6 +197,7 @@ impl Handler<StartAgentRun> for AgentSupervisor {
 
     fn handle(&mut self, msg: StartAgentRun, ctx: &mut Context<Self>) -> Self::Result {
         let run_id = uuid::Uuid::new_v4().to_string();
+        let new_conversation = msg.request.conversation_id.is_none();
         let conversation_id = msg
             .request
             .conversation_id
@@ -203,8 +212,10 @@ impl Handler<StartAgentRun> for AgentSupervisor {
         let pending = Pending {
             run_id: run_id.clone(),
             conversation_id: conversation_id.clone(),
+            new_conversation,
             request: msg.request,
             done: tx,
+            arbiter: msg.arbiter,
         };
         let queued = if self.running.len() < self.limits.max_concurrent {
             self.launch(pending, ctx.address());

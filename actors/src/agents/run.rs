@@ -15,10 +15,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::recorder::RunRecorder;
-use super::{AgentSupervisor, RunContext, RunFailure, RunFinished, RunRequest, RunResult};
+use super::{AgentSupervisor, Pending, RunContext, RunFailure, RunFinished, RunRequest, RunResult};
 use crate::bus::Publish;
 use crate::events::GatewayEvent;
-use crate::store::conversations::{Append, LoadHistory};
+use crate::store::conversations::Append;
 use crate::store::runs::{FinishRun, NewRun, StartRun};
 
 pub struct AgentRun {
@@ -26,6 +26,7 @@ pub struct AgentRun {
     supervisor: Addr<AgentSupervisor>,
     run_id: String,
     conversation_id: String,
+    new_conversation: bool,
     request: Option<RunRequest>,
     done: Option<oneshot::Sender<RunResult>>,
     cancel: CancellationToken,
@@ -37,21 +38,15 @@ pub struct AgentRun {
 pub struct CancelRun;
 
 impl AgentRun {
-    pub(super) fn new(
-        ctx: Arc<RunContext>,
-        supervisor: Addr<AgentSupervisor>,
-        run_id: String,
-        conversation_id: String,
-        request: RunRequest,
-        done: Option<oneshot::Sender<RunResult>>,
-    ) -> Self {
+    pub(super) fn new(ctx: Arc<RunContext>, supervisor: Addr<AgentSupervisor>, p: Pending) -> Self {
         Self {
             ctx,
             supervisor,
-            run_id,
-            conversation_id,
-            request: Some(request),
-            done,
+            run_id: p.run_id,
+            conversation_id: p.conversation_id,
+            new_conversation: p.new_conversation,
+            request: Some(p.request),
+            done: p.done,
             cancel: CancellationToken::new(),
         }
     }
@@ -68,6 +63,7 @@ impl Actor for AgentRun {
             self.ctx.clone(),
             self.run_id.clone(),
             self.conversation_id.clone(),
+            self.new_conversation,
             request,
             self.cancel.clone(),
         );
@@ -121,6 +117,11 @@ impl Handler<CancelRun> for AgentRun {
     fn handle(&mut self, _: CancelRun, _: &mut Context<Self>) {
         self.cancel.cancel();
     }
+}
+
+fn store_failure(run_id: &str, conversation_id: &str, error: String) -> RunResult {
+    tracing::error!(run = %run_id, %error, "could not record the run's start");
+    failed(run_id, conversation_id, "store_error", error, false)
 }
 
 fn failed(
@@ -202,6 +203,7 @@ async fn execute(
     ctx: Arc<RunContext>,
     run_id: String,
     conversation_id: String,
+    new_conversation: bool,
     request: RunRequest,
     cancel: CancellationToken,
 ) -> RunResult {
@@ -216,16 +218,19 @@ async fn execute(
         model: defaults.model.clone(),
         metadata: metadata.as_ref().map(|m| m.to_string()),
     };
-    if let Err(e) = ctx
+    // One round trip records the start and reads the history (when there can be one).
+    let started = ctx
         .store
-        .send(StartRun { run: new_run })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-    {
-        tracing::error!(run = %run_id, error = %e, "could not record the run's start");
-        return failed(&run_id, &conversation_id, "store_error", e, false);
-    }
+        .send(StartRun {
+            run: new_run,
+            history_limit: (!new_conversation).then_some(defaults.history_max_messages),
+        })
+        .await;
+    let history = match started {
+        Ok(Ok(rows)) => parse_history(rows),
+        Ok(Err(e)) => return store_failure(&run_id, &conversation_id, e.to_string()),
+        Err(e) => return store_failure(&run_id, &conversation_id, e.to_string()),
+    };
     ctx.bus.do_send(Publish(GatewayEvent::RunStart {
         run_id: run_id.clone(),
         source: request.source.clone(),
@@ -233,17 +238,6 @@ async fn execute(
         input: request.input.clone(),
     }));
 
-    let history = match ctx
-        .store
-        .send(LoadHistory {
-            conversation_id: conversation_id.clone(),
-            limit: defaults.history_max_messages,
-        })
-        .await
-    {
-        Ok(Ok(rows)) => parse_history(rows),
-        _ => Vec::new(),
-    };
     let user_turn = Message::user_text(request.input.clone());
     let mut messages = trim_to_budget(history, defaults.history_token_budget);
     messages.push(user_turn.clone());

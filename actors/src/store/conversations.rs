@@ -48,12 +48,20 @@ pub fn load_history(
     conn: &mut Connection,
     msg: LoadHistory,
 ) -> Result<Vec<(String, String)>, StoreError> {
+    history(conn, &msg.conversation_id, msg.limit)
+}
+
+pub(crate) fn history(
+    conn: &Connection,
+    conversation_id: &str,
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
     let mut rows = conn
         .prepare_cached(
             "SELECT role, content FROM messages WHERE conversation_id = ?1
              ORDER BY id DESC LIMIT ?2",
         )?
-        .query_map(params![msg.conversation_id, msg.limit], |r| {
+        .query_map(params![conversation_id, limit], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;

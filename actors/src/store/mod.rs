@@ -6,6 +6,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use r2d2_sqlite::SqliteConnectionManager;
@@ -74,15 +75,23 @@ pub fn open(path: &Path, size: u32) -> Result<Pool, StoreError> {
         .build(manager)?)
 }
 
-/// One worker of the store's SyncArbiter.
+/// One worker of the store's SyncArbiter. Reads run on pooled connections in parallel (WAL
+/// lets them); writes take the one writer connection in turn. SQLite allows one writer at a
+/// time anyway, and a second writer would not queue but sleep in SQLite's busy handler
+/// (a millisecond or more per collision), so handing the writer over in process is far faster.
 pub struct Store {
     pool: Pool,
+    writer: Arc<Mutex<r2d2::PooledConnection<SqliteConnectionManager>>>,
 }
 
 impl Store {
-    /// Start `threads` store workers sharing `pool`.
-    pub fn start(pool: Pool, threads: usize) -> Addr<Store> {
-        SyncArbiter::start(threads, move || Store { pool: pool.clone() })
+    /// Start `threads` store workers sharing `pool` (which must hold more than one connection).
+    pub fn start(pool: Pool, threads: usize) -> Result<Addr<Store>, StoreError> {
+        let writer = Arc::new(Mutex::new(pool.get()?));
+        Ok(SyncArbiter::start(threads, move || Store {
+            pool: pool.clone(),
+            writer: writer.clone(),
+        }))
     }
 
     /// Run `f` on a pooled connection. A panic inside is turned into an error so it cannot
@@ -92,12 +101,30 @@ impl Store {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.pool.get()?;
-        std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))).unwrap_or_else(|panic| {
-            let reason = crate::supervise::panic_message(&panic);
-            tracing::error!(%reason, "store query panicked");
-            Err(StoreError::Panic(reason))
-        })
+        guarded(|| f(&mut conn))
     }
+
+    /// Run `f` on the writer connection.
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A panic while holding the lock poisons it; the connection itself is still sound
+        // (SQLite rolls back an unfinished transaction when it is next used or dropped).
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        guarded(|| f(&mut conn))
+    }
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let reason = crate::supervise::panic_message(&panic);
+        tracing::error!(%reason, "store query panicked");
+        Err(StoreError::Panic(reason))
+    })
 }
 
 impl Actor for Store {
@@ -118,7 +145,8 @@ impl Handler<Ping> for Store {
 }
 
 /// Declare a message answered by one store function: `store_handler!(Msg => fn_name)` makes
-/// `Store` handle `Msg` by calling `fn_name(&mut Connection, Msg)` on a pooled connection.
+/// `Store` handle `Msg` by calling `fn_name(&mut Connection, Msg)` on a pooled connection;
+/// `store_handler!(write Msg => fn_name)` does it on the writer connection.
 #[macro_export]
 macro_rules! store_handler {
     ($msg:ty => $func:path) => {
@@ -127,6 +155,15 @@ macro_rules! store_handler {
 
             fn handle(&mut self, msg: $msg, _: &mut ::actix::SyncContext<Self>) -> Self::Result {
                 self.with_conn(move |conn| $func(conn, msg))
+            }
+        }
+    };
+    (write $msg:ty => $func:path) => {
+        impl ::actix::Handler<$msg> for $crate::store::Store {
+            type Result = <$msg as ::actix::Message>::Result;
+
+            fn handle(&mut self, msg: $msg, _: &mut ::actix::SyncContext<Self>) -> Self::Result {
+                self.with_writer(move |conn| $func(conn, msg))
             }
         }
     };

@@ -153,11 +153,13 @@ pub struct QueueRun {
     pub run: NewRun,
 }
 
-/// Record that a run has started (creating its row when it was never queued).
+/// Record that a run has started (creating its row when it was never queued) and, for a
+/// conversation that already has one, read its newest `history_limit` messages (role, JSON).
 #[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
+#[rtype(result = "Result<Vec<(String, String)>, StoreError>")]
 pub struct StartRun {
     pub run: NewRun,
+    pub history_limit: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -295,8 +297,17 @@ fn insert_run(conn: &Connection, r: &NewRun, status: &str) -> Result<(), StoreEr
     Ok(())
 }
 
-pub fn start_run(conn: &mut Connection, msg: StartRun) -> Result<(), StoreError> {
-    insert_run(conn, &msg.run, "running")
+pub fn start_run(
+    conn: &mut Connection,
+    msg: StartRun,
+) -> Result<Vec<(String, String)>, StoreError> {
+    insert_run(conn, &msg.run, "running")?;
+    match (msg.history_limit, &msg.run.conversation_id) {
+        (Some(limit), Some(conversation)) => {
+            super::conversations::history(conn, conversation, limit)
+        }
+        _ => Ok(Vec::new()),
+    }
 }
 
 pub fn finish_run(conn: &mut Connection, msg: FinishRun) -> Result<(), StoreError> {
@@ -436,10 +447,10 @@ pub fn get_run(conn: &mut Connection, msg: GetRun) -> Result<Option<RunDetail>, 
 }
 
 store_handler!(ListRuns => list_runs);
-store_handler!(QueueRun => queue_run);
-store_handler!(StartRun => start_run);
-store_handler!(FinishRun => finish_run);
-store_handler!(RecordApiCall => record_api_call);
-store_handler!(RecordToolCall => record_tool_call);
+store_handler!(write QueueRun => queue_run);
+store_handler!(write StartRun => start_run);
+store_handler!(write FinishRun => finish_run);
+store_handler!(write RecordApiCall => record_api_call);
+store_handler!(write RecordToolCall => record_tool_call);
 store_handler!(GetRun => get_run);
-store_handler!(MarkInterruptedRuns => mark_interrupted_runs);
+store_handler!(write MarkInterruptedRuns => mark_interrupted_runs);

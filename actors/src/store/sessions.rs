@@ -112,8 +112,8 @@ pub fn purge_expired_sessions(
     Ok(conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now_ms()])?)
 }
 
-store_handler!(CreateSession => create_session);
+store_handler!(write CreateSession => create_session);
 store_handler!(LookupSession => lookup_session);
 store_handler!(LookupSessionById => lookup_session_by_id);
-store_handler!(DeleteSession => delete_session);
-store_handler!(PurgeExpiredSessions => purge_expired_sessions);
+store_handler!(write DeleteSession => delete_session);
+store_handler!(write PurgeExpiredSessions => purge_expired_sessions);

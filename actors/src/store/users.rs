@@ -92,5 +92,5 @@ pub fn set_password(
 }
 
 store_handler!(CountUsers => count_users);
-store_handler!(CreateFirstUser => create_first_user);
+store_handler!(write CreateFirstUser => create_first_user);
 store_handler!(FindUser => find_user);

@@ -294,9 +294,9 @@ pub fn list_logs(
     })
 }
 
-store_handler!(SaveWebhook => save_webhook);
-store_handler!(DeleteWebhook => delete_webhook);
-store_handler!(InsertDelivery => insert_delivery);
-store_handler!(RecordAttempt => record_attempt);
-store_handler!(LogInbound => log_inbound);
+store_handler!(write SaveWebhook => save_webhook);
+store_handler!(write DeleteWebhook => delete_webhook);
+store_handler!(write InsertDelivery => insert_delivery);
+store_handler!(write RecordAttempt => record_attempt);
+store_handler!(write LogInbound => log_inbound);
 store_handler!(ListWebhookLogs => list_logs);
