@@ -24,7 +24,7 @@ use crate::config::{Config, ProviderKind};
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 
 pub struct Gateway {
-    store: Addr<Store>,
+    store: Store,
     web: Addr<WebServer>,
     signals: Option<Signals>,
     shutting_down: bool,

@@ -167,7 +167,7 @@ impl Hook {
 }
 
 pub struct Webhooks {
-    store: Addr<Store>,
+    store: Store,
     bus: Addr<EventBus>,
     secrets: SecretBox,
     config: DeliveryConfig,
@@ -199,7 +199,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 impl Webhooks {
     /// `rows` and `pending` are read at start-up, before the server accepts requests.
     pub fn new(
-        store: Addr<Store>,
+        store: Store,
         bus: Addr<EventBus>,
         secrets: SecretBox,
         config: DeliveryConfig,

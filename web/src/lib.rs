@@ -34,7 +34,7 @@ pub use state::{AppState, WebConfig};
 
 /// What the web layer needs from the rest of the tree.
 pub struct WebDeps {
-    pub store: Addr<Store>,
+    pub store: Store,
     pub bus: Addr<EventBus>,
     pub supervision: Addr<Supervision>,
     pub agents: Addr<AgentSupervisor>,

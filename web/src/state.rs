@@ -35,7 +35,7 @@ pub struct WebConfig {
 }
 
 pub struct AppState {
-    pub store: Addr<Store>,
+    pub store: Store,
     pub bus: Addr<EventBus>,
     pub supervision: Addr<Supervision>,
     pub agents: Addr<AgentSupervisor>,

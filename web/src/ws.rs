@@ -24,7 +24,7 @@ pub struct WsSession {
     session_id: i64,
     username: String,
     bus: Addr<EventBus>,
-    store: Addr<Store>,
+    store: Store,
 }
 
 impl Actor for WsSession {

@@ -128,7 +128,7 @@ pub struct RunContext {
     pub defaults: AgentDefaults,
     pub toolbox: Arc<ToolBox>,
     pub pricing: Arc<Pricing>,
-    pub store: Addr<Store>,
+    pub store: Store,
     pub bus: Addr<EventBus>,
 }
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use actix::Addr;
 use agent_runner::agent_loop::ToolCallRecord;
 use agent_runner::llm::Attempt;
 use agent_runner::LoopObserver;
@@ -15,7 +14,7 @@ use crate::store::Store;
 pub struct RunRecorder {
     pub run_id: String,
     pub provider: &'static str,
-    pub store: Addr<Store>,
+    pub store: Store,
     pub pricing: Arc<Pricing>,
 }
 

@@ -6,7 +6,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
 
 use actix::prelude::*;
 use r2d2_sqlite::SqliteConnectionManager;
@@ -20,6 +21,7 @@ pub mod sessions;
 pub mod usage;
 pub mod users;
 pub mod webhooks;
+pub mod writer;
 
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 
@@ -44,6 +46,8 @@ pub enum StoreError {
     },
     #[error("internal error in the store: {0}")]
     Panic(String),
+    #[error("the database could not commit: {0}")]
+    Commit(String),
 }
 
 /// Per-connection settings; WAL is a property of the file and is set once in [`open`].
@@ -75,25 +79,60 @@ pub fn open(path: &Path, size: u32) -> Result<Pool, StoreError> {
         .build(manager)?)
 }
 
-/// One worker of the store's SyncArbiter. Reads run on pooled connections in parallel (WAL
-/// lets them); writes take the one writer connection in turn. SQLite allows one writer at a
-/// time anyway, and a second writer would not queue but sleep in SQLite's busy handler
-/// (a millisecond or more per collision), so handing the writer over in process is far faster.
+/// The store as the rest of the gateway sees it: `send` and `do_send` like an `Addr`, with
+/// each message routed to where it belongs: reads to a SyncArbiter of readers on pooled
+/// connections (WAL lets them run in parallel), writes to the [`writer::StoreWriter`], which
+/// commits them in batches on the one writer connection.
+#[derive(Clone)]
 pub struct Store {
-    pool: Pool,
-    writer: Arc<Mutex<r2d2::PooledConnection<SqliteConnectionManager>>>,
+    reader: Addr<StoreReader>,
+    writer: Addr<writer::StoreWriter>,
+}
+
+/// A message the store answers; the `store_handler!` macro says whether it reads or writes.
+pub trait StoreMessage: Message + Send + 'static
+where
+    Self::Result: Send,
+{
+    fn route(self, store: &Store) -> BoxFuture<'static, Result<Self::Result, MailboxError>>;
+    fn route_no_reply(self, store: &Store);
 }
 
 impl Store {
-    /// Start `threads` store workers sharing `pool` (which must hold more than one connection).
-    pub fn start(pool: Pool, threads: usize) -> Result<Addr<Store>, StoreError> {
-        let writer = Arc::new(Mutex::new(pool.get()?));
-        Ok(SyncArbiter::start(threads, move || Store {
-            pool: pool.clone(),
-            writer: writer.clone(),
-        }))
+    /// Start `threads` readers and the writer over `pool` (which must hold more than one
+    /// connection: the writer keeps one for itself).
+    pub fn start(pool: Pool, threads: usize) -> Result<Store, StoreError> {
+        let writer_conn = pool.get()?;
+        Ok(Store {
+            reader: SyncArbiter::start(threads, move || StoreReader { pool: pool.clone() }),
+            writer: writer::StoreWriter::start(writer_conn),
+        })
     }
 
+    pub fn send<M>(&self, msg: M) -> BoxFuture<'static, Result<M::Result, MailboxError>>
+    where
+        M: StoreMessage,
+        M::Result: Send,
+    {
+        msg.route(self)
+    }
+
+    /// Send without waiting for the answer.
+    pub fn do_send<M>(&self, msg: M)
+    where
+        M: StoreMessage,
+        M::Result: Send,
+    {
+        msg.route_no_reply(self)
+    }
+}
+
+/// One reader of the store's SyncArbiter.
+pub struct StoreReader {
+    pool: Pool,
+}
+
+impl StoreReader {
     /// Run `f` on a pooled connection. A panic inside is turned into an error so it cannot
     /// kill the worker thread (a SyncArbiter does not replace dead threads).
     fn with_conn<T>(
@@ -103,23 +142,9 @@ impl Store {
         let mut conn = self.pool.get()?;
         guarded(|| f(&mut conn))
     }
-
-    /// Run `f` on the writer connection.
-    fn with_writer<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        // A panic while holding the lock poisons it; the connection itself is still sound
-        // (SQLite rolls back an unfinished transaction when it is next used or dropped).
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        guarded(|| f(&mut conn))
-    }
 }
 
-fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let reason = crate::supervise::panic_message(&panic);
         tracing::error!(%reason, "store query panicked");
@@ -127,7 +152,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError
     })
 }
 
-impl Actor for Store {
+impl Actor for StoreReader {
     type Context = SyncContext<Self>;
 }
 
@@ -136,37 +161,80 @@ impl Actor for Store {
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Ping;
 
-impl Handler<Ping> for Store {
-    type Result = Result<(), StoreError>;
-
-    fn handle(&mut self, _: Ping, _: &mut SyncContext<Self>) -> Self::Result {
-        self.with_conn(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-    }
+fn ping(conn: &mut Connection, _: Ping) -> Result<(), StoreError> {
+    Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)
 }
 
-/// Declare a message answered by one store function: `store_handler!(Msg => fn_name)` makes
-/// `Store` handle `Msg` by calling `fn_name(&mut Connection, Msg)` on a pooled connection;
-/// `store_handler!(write Msg => fn_name)` does it on the writer connection.
+crate::store_handler!(Ping => ping);
+
+/// Declare a message answered by one store function: `store_handler!(Msg => fn_name)` has a
+/// reader call `fn_name(&mut Connection, Msg)` on a pooled connection;
+/// `store_handler!(write Msg => fn_name)` has the writer call `fn_name(&Connection, Msg)`
+/// inside its batch transaction (in a savepoint of its own).
 #[macro_export]
 macro_rules! store_handler {
     ($msg:ty => $func:path) => {
-        impl ::actix::Handler<$msg> for $crate::store::Store {
+        impl ::actix::Handler<$msg> for $crate::store::StoreReader {
             type Result = <$msg as ::actix::Message>::Result;
 
             fn handle(&mut self, msg: $msg, _: &mut ::actix::SyncContext<Self>) -> Self::Result {
                 self.with_conn(move |conn| $func(conn, msg))
             }
         }
-    };
-    (write $msg:ty => $func:path) => {
-        impl ::actix::Handler<$msg> for $crate::store::Store {
-            type Result = <$msg as ::actix::Message>::Result;
 
-            fn handle(&mut self, msg: $msg, _: &mut ::actix::SyncContext<Self>) -> Self::Result {
-                self.with_writer(move |conn| $func(conn, msg))
+        impl $crate::store::StoreMessage for $msg {
+            fn route(
+                self,
+                store: &$crate::store::Store,
+            ) -> ::futures_util::future::BoxFuture<
+                'static,
+                Result<<$msg as ::actix::Message>::Result, ::actix::MailboxError>,
+            > {
+                Box::pin(store.reader().send(self))
+            }
+
+            fn route_no_reply(self, store: &$crate::store::Store) {
+                store.reader().do_send(self)
             }
         }
     };
+    (write $msg:ty => $func:path) => {
+        impl ::actix::Handler<$msg> for $crate::store::writer::StoreWriter {
+            type Result = ::actix::ResponseFuture<<$msg as ::actix::Message>::Result>;
+
+            fn handle(&mut self, msg: $msg, ctx: &mut ::actix::Context<Self>) -> Self::Result {
+                self.submit(ctx, move |conn| $func(conn, msg))
+            }
+        }
+
+        impl $crate::store::StoreMessage for $msg {
+            fn route(
+                self,
+                store: &$crate::store::Store,
+            ) -> ::futures_util::future::BoxFuture<
+                'static,
+                Result<<$msg as ::actix::Message>::Result, ::actix::MailboxError>,
+            > {
+                Box::pin(store.writer().send(self))
+            }
+
+            fn route_no_reply(self, store: &$crate::store::Store) {
+                store.writer().do_send(self)
+            }
+        }
+    };
+}
+
+impl Store {
+    #[doc(hidden)]
+    pub fn reader(&self) -> &Addr<StoreReader> {
+        &self.reader
+    }
+
+    #[doc(hidden)]
+    pub fn writer(&self) -> &Addr<writer::StoreWriter> {
+        &self.writer
+    }
 }
 
 /// The window of a list query; every list endpoint shares it.

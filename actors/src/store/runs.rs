@@ -135,7 +135,7 @@ pub fn list_runs(conn: &mut Connection, msg: ListRuns) -> Result<Paged<RunSummar
 }
 
 pub fn mark_interrupted_runs(
-    conn: &mut Connection,
+    conn: &Connection,
     _: MarkInterruptedRuns,
 ) -> Result<usize, StoreError> {
     Ok(conn.execute(
@@ -268,7 +268,7 @@ pub struct ToolCallRow {
     pub created_at: String,
 }
 
-pub fn queue_run(conn: &mut Connection, msg: QueueRun) -> Result<(), StoreError> {
+pub fn queue_run(conn: &Connection, msg: QueueRun) -> Result<(), StoreError> {
     insert_run(conn, &msg.run, "queued")
 }
 
@@ -297,10 +297,7 @@ fn insert_run(conn: &Connection, r: &NewRun, status: &str) -> Result<(), StoreEr
     Ok(())
 }
 
-pub fn start_run(
-    conn: &mut Connection,
-    msg: StartRun,
-) -> Result<Vec<(String, String)>, StoreError> {
+pub fn start_run(conn: &Connection, msg: StartRun) -> Result<Vec<(String, String)>, StoreError> {
     insert_run(conn, &msg.run, "running")?;
     match (msg.history_limit, &msg.run.conversation_id) {
         (Some(limit), Some(conversation)) => {
@@ -310,11 +307,12 @@ pub fn start_run(
     }
 }
 
-pub fn finish_run(conn: &mut Connection, msg: FinishRun) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+/// (Atomic: the writer runs every message in a savepoint of its batch transaction.)
+pub fn finish_run(conn: &Connection, msg: FinishRun) -> Result<(), StoreError> {
+    let tx = conn;
     let now = now_ms();
     if let Some(append) = &msg.conversation {
-        super::conversations::append(&tx, append, Some(&msg.id), now)?;
+        super::conversations::append(tx, append, Some(&msg.id), now)?;
     }
     tx.prepare_cached(
         "UPDATE agent_runs SET status = ?2, output = ?3, error = ?4, error_code = ?5,
@@ -338,11 +336,10 @@ pub fn finish_run(conn: &mut Connection, msg: FinishRun) -> Result<(), StoreErro
         msg.llm_calls,
         now
     ])?;
-    tx.commit()?;
     Ok(())
 }
 
-pub fn record_api_call(conn: &mut Connection, m: RecordApiCall) -> Result<(), StoreError> {
+pub fn record_api_call(conn: &Connection, m: RecordApiCall) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO api_calls (run_id, provider, model, input_tokens, output_tokens,
                 cache_creation_tokens, cache_read_tokens, cost_micros, latency_ms, status, error,
@@ -366,7 +363,7 @@ pub fn record_api_call(conn: &mut Connection, m: RecordApiCall) -> Result<(), St
     Ok(())
 }
 
-pub fn record_tool_call(conn: &mut Connection, m: RecordToolCall) -> Result<(), StoreError> {
+pub fn record_tool_call(conn: &Connection, m: RecordToolCall) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO tool_calls (run_id, tool_use_id, name, input, output, is_error,
                 duration_ms, created_at)

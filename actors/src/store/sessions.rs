@@ -51,7 +51,7 @@ pub struct DeleteSession {
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct PurgeExpiredSessions;
 
-pub fn create_session(conn: &mut Connection, msg: CreateSession) -> Result<i64, StoreError> {
+pub fn create_session(conn: &Connection, msg: CreateSession) -> Result<i64, StoreError> {
     let now = now_ms();
     let expires_at = now + msg.ttl_ms;
     conn.execute(
@@ -98,7 +98,7 @@ pub fn lookup_session_by_id(
         .optional()?)
 }
 
-pub fn delete_session(conn: &mut Connection, msg: DeleteSession) -> Result<bool, StoreError> {
+pub fn delete_session(conn: &Connection, msg: DeleteSession) -> Result<bool, StoreError> {
     Ok(conn.execute(
         "DELETE FROM sessions WHERE token_hash = ?1",
         [msg.token_hash],
@@ -106,7 +106,7 @@ pub fn delete_session(conn: &mut Connection, msg: DeleteSession) -> Result<bool,
 }
 
 pub fn purge_expired_sessions(
-    conn: &mut Connection,
+    conn: &Connection,
     _: PurgeExpiredSessions,
 ) -> Result<usize, StoreError> {
     Ok(conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now_ms()])?)

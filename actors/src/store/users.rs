@@ -38,7 +38,7 @@ pub fn count_users(conn: &mut Connection, _: CountUsers) -> Result<i64, StoreErr
     Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
 }
 
-pub fn create_first_user(conn: &mut Connection, msg: CreateFirstUser) -> Result<i64, StoreError> {
+pub fn create_first_user(conn: &Connection, msg: CreateFirstUser) -> Result<i64, StoreError> {
     let now = now_ms();
     let inserted = conn.execute(
         "INSERT INTO users (username, password_hash, created_at, updated_at)

@@ -140,7 +140,7 @@ pub fn load_pending_deliveries(conn: &Connection) -> Result<Vec<DeliveryRow>, St
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-pub fn save_webhook(conn: &mut Connection, SaveWebhook(w): SaveWebhook) -> Result<(), StoreError> {
+pub fn save_webhook(conn: &Connection, SaveWebhook(w): SaveWebhook) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO webhooks (id, name, platform, token_hash, token_hint, events, target_url,
                                signing_secret, enabled, created_at, updated_at)
@@ -167,12 +167,12 @@ pub fn save_webhook(conn: &mut Connection, SaveWebhook(w): SaveWebhook) -> Resul
     Ok(())
 }
 
-pub fn delete_webhook(conn: &mut Connection, msg: DeleteWebhook) -> Result<bool, StoreError> {
+pub fn delete_webhook(conn: &Connection, msg: DeleteWebhook) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM webhooks WHERE id = ?1", [msg.id])? > 0)
 }
 
 pub fn insert_delivery(
-    conn: &mut Connection,
+    conn: &Connection,
     InsertDelivery(d): InsertDelivery,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -192,8 +192,8 @@ pub fn insert_delivery(
     Ok(())
 }
 
-pub fn record_attempt(conn: &mut Connection, m: RecordAttempt) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+pub fn record_attempt(conn: &Connection, m: RecordAttempt) -> Result<(), StoreError> {
+    let tx = conn;
     let now = now_ms();
     tx.prepare_cached(
         "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
@@ -236,11 +236,10 @@ pub fn record_attempt(conn: &mut Connection, m: RecordAttempt) -> Result<(), Sto
             now
         ])?;
     }
-    tx.commit()?;
     Ok(())
 }
 
-pub fn log_inbound(conn: &mut Connection, m: LogInbound) -> Result<(), StoreError> {
+pub fn log_inbound(conn: &Connection, m: LogInbound) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO webhook_logs (webhook_id, direction, status_code, detail, duration_ms,
                                    created_at)
