@@ -6,6 +6,7 @@ mod common;
 
 mod agents;
 mod auth;
+mod bench;
 mod errors;
 mod lifecycle;
 mod peers;
