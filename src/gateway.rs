@@ -22,6 +22,7 @@ use loop_gateway_web::{StopServer, WebConfig, WebDeps, WebServer};
 use crate::config::{Config, ProviderKind};
 
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Gateway {
     store: Store,
@@ -195,6 +196,9 @@ impl Actor for Gateway {
         });
         ctx.run_interval(SESSION_PURGE_EVERY, |act, _| {
             act.store.do_send(PurgeExpiredSessions);
+        });
+        ctx.run_interval(CHECKPOINT_EVERY, |act, _| {
+            act.store.do_send(store::Checkpoint);
         });
         // The process's one signal handler (actix-web's own is disabled).
         if let Some(signals) = self.signals.take() {

@@ -51,8 +51,8 @@ pub enum StoreError {
 }
 
 /// Per-connection settings; WAL is a property of the file and is set once in [`open`].
-const CONNECTION_PRAGMAS: &str =
-    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+const CONNECTION_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;
+     PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8000; PRAGMA temp_store = MEMORY;";
 
 /// Open (creating it and its directory if needed) the database at `path`, apply pending
 /// migrations from schema.sql, and return a pool of `size` connections.
@@ -103,6 +103,9 @@ impl Store {
     /// connection: the writer keeps one for itself).
     pub fn start(pool: Pool, threads: usize) -> Result<Store, StoreError> {
         let writer_conn = pool.get()?;
+        // Checkpoints (and the fsync they need) happen on a reader, off the write path: an
+        // automatic one would stall every write queued behind the commit that triggered it.
+        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         Ok(Store {
             reader: SyncArbiter::start(threads, move || StoreReader { pool: pool.clone() }),
             writer: writer::StoreWriter::start(writer_conn),
@@ -166,6 +169,19 @@ fn ping(conn: &mut Connection, _: Ping) -> Result<(), StoreError> {
 }
 
 crate::store_handler!(Ping => ping);
+
+/// Copy the write-ahead log into the database file without blocking the writer (run
+/// periodically, since the writer does not checkpoint by itself).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Checkpoint;
+
+fn checkpoint(conn: &mut Connection, _: Checkpoint) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+crate::store_handler!(Checkpoint => checkpoint);
 
 /// Declare a message answered by one store function: `store_handler!(Msg => fn_name)` has a
 /// reader call `fn_name(&mut Connection, Msg)` on a pooled connection;
