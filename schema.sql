@@ -46,7 +46,6 @@ CREATE TABLE agent_runs (
 );
 CREATE INDEX agent_runs_created ON agent_runs(created_at DESC);
 CREATE INDEX agent_runs_status_created ON agent_runs(status, created_at DESC);
-CREATE INDEX agent_runs_source_created ON agent_runs(source, created_at DESC);
 
 -- migration: 3
 ALTER TABLE agent_runs ADD COLUMN stop_reason TEXT;
