@@ -154,6 +154,13 @@ pub struct Config {
           action = clap::ArgAction::Set, global = true)]
     pub llm_streaming: bool,
 
+    /// Talk HTTP/2 to a plaintext (http://) model server from the first byte (h2c), so all
+    /// calls share one connection; for local servers that support it. HTTPS negotiates
+    /// HTTP/2 by itself.
+    #[arg(long, env = "LLM_HTTP2_PRIOR_KNOWLEDGE", value_name = "LLM_HTTP2_PRIOR_KNOWLEDGE",
+          default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub llm_http2_prior_knowledge: bool,
+
     /// Retries of a model call after 429, 529, 5xx or a connection failure.
     #[arg(long, env = "LLM_MAX_RETRIES", value_name = "LLM_MAX_RETRIES", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(0..=20), global = true)]

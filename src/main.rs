@@ -12,11 +12,6 @@ mod config;
 mod gateway;
 
 use config::{Config, LogFormat};
-
-/// mimalloc: less time in the allocator under load than glibc's malloc (measured with the
-/// benchmark), and it returns memory to the system promptly.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use gateway::Gateway;
 
 #[derive(Parser)]

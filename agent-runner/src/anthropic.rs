@@ -7,31 +7,37 @@ use std::collections::BTreeMap;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::llm::{describe, parse_retry_after, LlmConfig, LlmError};
-use crate::types::{ContentBlock, LlmRequest, LlmResponse};
+use crate::types::{ContentBlock, LlmRequest, LlmResponse, Message, ToolSpec};
 
 pub const API_VERSION: &str = "2023-06-01";
 
-/// The documented request body.
-pub fn request_body(req: &LlmRequest, stream: bool) -> Value {
-    let mut body = json!({
-        "model": req.model,
-        "max_tokens": req.max_tokens,
-        "messages": req.messages,
-    });
-    if let Some(system) = req.system.as_deref().filter(|s| !s.is_empty()) {
-        body["system"] = json!(system);
+/// The documented request body, serialised straight from the request (no JSON tree copy).
+#[derive(Serialize)]
+pub struct RequestBody<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "<[ToolSpec]>::is_empty")]
+    tools: &'a [ToolSpec],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+pub fn request_body(req: &LlmRequest, stream: bool) -> RequestBody<'_> {
+    RequestBody {
+        model: &req.model,
+        max_tokens: req.max_tokens,
+        system: req.system.as_deref().filter(|s| !s.is_empty()),
+        messages: &req.messages,
+        tools: &req.tools,
+        stream,
     }
-    if !req.tools.is_empty() {
-        body["tools"] = json!(req.tools);
-    }
-    if stream {
-        body["stream"] = json!(true);
-    }
-    body
 }
 
 pub async fn send(

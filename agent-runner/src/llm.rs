@@ -43,6 +43,9 @@ pub struct LlmConfig {
     /// First backoff step; doubles each retry, capped at `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Speak HTTP/2 without TLS from the first byte (h2c prior knowledge), so all calls to a
+    /// plaintext server share one connection. HTTPS negotiates HTTP/2 by itself.
+    pub http2_prior_knowledge: bool,
 }
 
 impl Default for LlmConfig {
@@ -56,6 +59,7 @@ impl Default for LlmConfig {
             timeout: Duration::from_secs(600),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -160,7 +164,11 @@ impl std::fmt::Debug for LlmClient {
 
 impl LlmClient {
     pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if config.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))

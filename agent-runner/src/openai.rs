@@ -185,7 +185,8 @@ mod tests {
                 name: "t".into(),
                 description: "d".into(),
                 input_schema: json!({"type": "object"}),
-            }],
+            }]
+            .into(),
             max_tokens: 10,
         };
         let body = request_body(&req);

@@ -102,10 +102,17 @@ impl Tool {
 }
 
 /// An immutable set of tools.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ToolBox {
     tools: Vec<Arc<Tool>>,
     by_name: HashMap<String, usize>,
+    specs: Arc<[ToolSpec]>,
+}
+
+impl Default for ToolBox {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl ToolBox {
@@ -115,15 +122,21 @@ impl ToolBox {
             .enumerate()
             .map(|(i, t)| (t.spec.name.clone(), i))
             .collect();
-        Self { tools, by_name }
+        let specs = tools.iter().map(|t| t.spec.clone()).collect();
+        Self {
+            tools,
+            by_name,
+            specs,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Tool>> {
         self.by_name.get(name).map(|&i| &self.tools[i])
     }
 
-    pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools.iter().map(|t| t.spec.clone()).collect()
+    /// The tools as the model sees them (shared, not copied).
+    pub fn specs(&self) -> Arc<[ToolSpec]> {
+        self.specs.clone()
     }
 
     pub fn tools(&self) -> &[Arc<Tool>] {

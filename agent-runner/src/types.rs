@@ -119,7 +119,8 @@ pub struct LlmRequest {
     pub model: String,
     pub system: Option<String>,
     pub messages: Vec<Message>,
-    pub tools: Vec<ToolSpec>,
+    /// Shared by every call of every run that uses the same tool box.
+    pub tools: std::sync::Arc<[ToolSpec]>,
     pub max_tokens: u32,
 }
 

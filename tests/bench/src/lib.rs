@@ -701,6 +701,8 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
                 ("ANTHROPIC_BASE_URL", slow.url.clone()),
                 ("MAX_CONCURRENT_RUNS", "100000".into()),
                 ("RUN_QUEUE_SIZE", "100000".into()),
+                // One multiplexed connection upstream instead of a socket per waiting run.
+                ("LLM_HTTP2_PRIOR_KNOWLEDGE", "true".into()),
             ],
         )?;
         let (session, token) = prepare(&c, &g).await?;

@@ -49,7 +49,8 @@ where
                 .max_connections(50_000)
                 .backlog(4096)
                 .disable_signals()
-                .bind(("127.0.0.1", 0))
+                // HTTP/1.1, or HTTP/2 for clients that start with its preface (h2c).
+                .bind_auto_h2c(("127.0.0.1", 0))
                 .expect("bind stand-in");
             tx.send(server.addrs()[0]).expect("report address");
             let _ = server.run().await;
