@@ -218,18 +218,28 @@ async fn execute(
         model: defaults.model.clone(),
         metadata: metadata.as_ref().map(|m| m.to_string()),
     };
-    // One round trip records the start and reads the history (when there can be one).
-    let started = ctx
-        .store
-        .send(StartRun {
+    // One round trip records the start and reads the history. A new conversation has no
+    // history, so its run does not wait: the writer applies writes in the order they are
+    // sent, so this start is written before anything else the run records.
+    let history = if new_conversation {
+        ctx.store.do_send(StartRun {
             run: new_run,
-            history_limit: (!new_conversation).then_some(defaults.history_max_messages),
-        })
-        .await;
-    let history = match started {
-        Ok(Ok(rows)) => parse_history(rows),
-        Ok(Err(e)) => return store_failure(&run_id, &conversation_id, e.to_string()),
-        Err(e) => return store_failure(&run_id, &conversation_id, e.to_string()),
+            history_limit: None,
+        });
+        Vec::new()
+    } else {
+        let started = ctx
+            .store
+            .send(StartRun {
+                run: new_run,
+                history_limit: Some(defaults.history_max_messages),
+            })
+            .await;
+        match started {
+            Ok(Ok(rows)) => parse_history(rows),
+            Ok(Err(e)) => return store_failure(&run_id, &conversation_id, e.to_string()),
+            Err(e) => return store_failure(&run_id, &conversation_id, e.to_string()),
+        }
     };
     ctx.bus.do_send(Publish(GatewayEvent::RunStart {
         run_id: run_id.clone(),

@@ -591,6 +591,26 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         );
     }
 
+    if wanted(opts, "history") && seq_p50 > 0.0 {
+        println!("latency after {} earlier conversations", sizes.history);
+        let mut sent = 0;
+        while sent < sizes.history {
+            let batch = (sizes.history - sent).min(sizes.concurrency);
+            let calls = (0..batch).map(|_| post(&c, &invoke, &body, None));
+            for r in futures_util::future::join_all(calls).await {
+                r?;
+            }
+            sent += batch;
+        }
+        let lat = sequential(&c, &invoke, &body, sizes.sequential).await?;
+        report.add(
+            &format!("sync run p50 after {} more conversations", sizes.history),
+            percentile(&lat, 0.5),
+            "ms",
+            "flat",
+            Some(seq_p50),
+        );
+    }
     if wanted(opts, "throughput") {
         println!("throughput, {} concurrent clients", sizes.concurrency);
         let base = closed_loop_direct(
@@ -665,26 +685,6 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         }
     }
 
-    if wanted(opts, "history") && seq_p50 > 0.0 {
-        println!("latency after {} earlier conversations", sizes.history);
-        let mut sent = 0;
-        while sent < sizes.history {
-            let batch = (sizes.history - sent).min(sizes.concurrency);
-            let calls = (0..batch).map(|_| post(&c, &invoke, &body, None));
-            for r in futures_util::future::join_all(calls).await {
-                r?;
-            }
-            sent += batch;
-        }
-        let lat = sequential(&c, &invoke, &body, sizes.sequential).await?;
-        report.add(
-            &format!("sync run p50 after {} more conversations", sizes.history),
-            percentile(&lat, 0.5),
-            "ms",
-            "flat",
-            Some(seq_p50),
-        );
-    }
     drop(g);
 
     if wanted(opts, "waiting") {
