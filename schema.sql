@@ -150,3 +150,37 @@ CREATE TABLE webhook_logs (
     created_at  INTEGER NOT NULL
 );
 CREATE INDEX webhook_logs_webhook ON webhook_logs(webhook_id, id DESC);
+
+-- migration: 4
+-- Agent groups: their API key is encrypted (AES-256-GCM, Secrets service), never returned.
+CREATE TABLE agent_groups (
+    id                     TEXT PRIMARY KEY,
+    name                   TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    description            TEXT,
+    system_prompt          TEXT,
+    model                  TEXT,
+    provider               TEXT NOT NULL DEFAULT 'anthropic'
+                               CHECK (provider IN ('anthropic', 'openai-compatible')),
+    base_url               TEXT,
+    api_key                TEXT,
+    api_key_hint           TEXT,
+    skills                 TEXT,
+    max_iterations         INTEGER,
+    budget_max_tokens_day  INTEGER,
+    budget_max_tokens_month INTEGER,
+    container_isolation    INTEGER NOT NULL DEFAULT 0,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL
+);
+
+-- A channel belongs to at most one group.
+CREATE TABLE group_channels (
+    channel_id TEXT PRIMARY KEY,
+    group_id   TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX group_channels_group ON group_channels(group_id);
+
+ALTER TABLE api_calls ADD COLUMN group_id TEXT;
+CREATE INDEX api_calls_group_created ON api_calls(group_id, created_at);
+CREATE INDEX agent_runs_group_created ON agent_runs(group_id, created_at);

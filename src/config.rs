@@ -213,6 +213,11 @@ pub struct Config {
     )]
     pub http_request_allow: Vec<String>,
 
+    /// Time zone of budget days and months (IANA name, e.g. Europe/Berlin).
+    #[arg(long, env = "BUDGET_TIMEZONE", value_name = "BUDGET_TIMEZONE", default_value = "UTC",
+          value_parser = parse_tz, global = true)]
+    pub budget_timezone: chrono_tz::Tz,
+
     /// Attempts of an outbound webhook delivery before it is marked failed.
     #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", value_name = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=50), global = true)]
@@ -316,6 +321,12 @@ fn parse_base_url(s: &str) -> Result<String, String> {
     } else {
         Err("must be an http:// or https:// URL".into())
     }
+}
+
+fn parse_tz(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not an IANA time zone such as UTC or Europe/Berlin"))
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {

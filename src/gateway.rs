@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use agent_runner::{LlmClient, LlmConfig, Provider};
 use loop_gateway_actors::agents::{AgentDefaults, AgentSupervisor, RunContext, RunLimits};
+use loop_gateway_actors::budgets::{window_starts, Budgets};
+use loop_gateway_actors::groups::AgentGroups;
 use loop_gateway_actors::pricing::Pricing;
 use loop_gateway_actors::skills::{builtin_toolbox, HttpRequestConfig, Skills};
 use loop_gateway_actors::webhooks::{DeliveryConfig, Webhooks};
@@ -64,13 +66,17 @@ impl Gateway {
         let bus = start_supervised("event_bus", &supervision, |_| EventBus::default());
         supervision.do_send(AttachBus(bus.clone()));
         // Read what the actors start from before anyone can call them.
-        let (webhook_rows, pending_deliveries) = {
+        let setup = |e: store::StoreError| StartError::Setup(e.to_string());
+        let (day_start, month_start) =
+            window_starts(config.budget_timezone, loop_gateway_actors::time::now_ms());
+        let (webhook_rows, pending_deliveries, group_rows, day_usage, month_usage) = {
             let conn = pool.get().map_err(|e| StartError::Setup(e.to_string()))?;
             (
-                store::webhooks::load_webhooks(&conn)
-                    .map_err(|e| StartError::Setup(e.to_string()))?,
-                store::webhooks::load_pending_deliveries(&conn)
-                    .map_err(|e| StartError::Setup(e.to_string()))?,
+                store::webhooks::load_webhooks(&conn).map_err(setup)?,
+                store::webhooks::load_pending_deliveries(&conn).map_err(setup)?,
+                store::groups::load_groups(&conn).map_err(setup)?,
+                store::groups::tokens_since(&conn, day_start).map_err(setup)?,
+                store::groups::tokens_since(&conn, month_start).map_err(setup)?,
             )
         };
         let store = Store::start(pool, usize::from(config.store_threads))
@@ -91,6 +97,20 @@ impl Gateway {
         });
         let llm =
             LlmClient::new(llm_config(config)).map_err(|e| StartError::Setup(e.to_string()))?;
+        let budgets = start_supervised("budgets", &supervision, {
+            let (tz, bus) = (config.budget_timezone, bus.clone());
+            move |_| Budgets::new(tz, bus, day_usage, month_usage)
+        });
+        let groups = AgentGroups::new(
+            store.clone(),
+            budgets.clone(),
+            secrets.clone(),
+            llm_config(config),
+            toolbox.clone(),
+            group_rows,
+        )
+        .map_err(StartError::Setup)?;
+        let groups = start_supervised("agent_groups", &supervision, move |_| groups);
         let pricing = Arc::new(
             Pricing::with_overrides(config.model_prices.as_deref()).map_err(StartError::Setup)?,
         );
@@ -110,6 +130,7 @@ impl Gateway {
             pricing,
             store: store.clone(),
             bus: bus.clone(),
+            budgets: budgets.clone(),
         };
         let run_limits = RunLimits {
             max_concurrent: config.max_concurrent_runs as usize,
@@ -155,6 +176,8 @@ impl Gateway {
             agents,
             webhooks,
             skills,
+            groups,
+            budgets,
             config: web_config,
             ticket_key: secrets.derive_key("ws-ticket"),
         })

@@ -43,6 +43,23 @@ pub enum GatewayEvent {
     /// A supervised actor died and was restarted (DESIGN: restarts are visible).
     #[serde(rename = "actor:restarted", rename_all = "camelCase")]
     ActorRestarted { actor: String, restarts: u64 },
+    /// A group passed 80 % of a token budget (once per day or month).
+    #[serde(rename = "budget:warning", rename_all = "camelCase")]
+    BudgetWarning {
+        group_id: String,
+        window: String,
+        used: u64,
+        cap: u64,
+    },
+    /// A model call was refused because it would pass a group's budget.
+    #[serde(rename = "budget:exceeded", rename_all = "camelCase")]
+    BudgetExceeded {
+        group_id: String,
+        window: String,
+        used: u64,
+        cap: u64,
+        requested: u64,
+    },
     #[serde(rename = "auth:login", rename_all = "camelCase")]
     Login { username: String },
     #[serde(rename = "auth:logout", rename_all = "camelCase")]
@@ -57,6 +74,8 @@ impl GatewayEvent {
             GatewayEvent::RunComplete { .. } => "agent:run:complete",
             GatewayEvent::RunError { .. } => "agent:run:error",
             GatewayEvent::ActorRestarted { .. } => "actor:restarted",
+            GatewayEvent::BudgetWarning { .. } => "budget:warning",
+            GatewayEvent::BudgetExceeded { .. } => "budget:exceeded",
             GatewayEvent::Login { .. } => "auth:login",
             GatewayEvent::Logout { .. } => "auth:logout",
         }
@@ -73,6 +92,8 @@ impl GatewayEvent {
             }
             "agent:run:error" => "An agent run failed (code, error, metadata).",
             "actor:restarted" => "A supervised part of the gateway crashed and was restarted.",
+            "budget:warning" => "An agent group used 80 % of its day or month token budget.",
+            "budget:exceeded" => "A model call was refused: it would pass an agent group's budget.",
             "auth:login" => "Someone logged in to the gateway.",
             "auth:logout" => "Someone logged out.",
             _ => "",
@@ -85,6 +106,8 @@ impl GatewayEvent {
         "agent:run:complete",
         "agent:run:error",
         "actor:restarted",
+        "budget:warning",
+        "budget:exceeded",
         "auth:login",
         "auth:logout",
     ];

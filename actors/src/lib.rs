@@ -2,8 +2,10 @@
 //! actor here, and they talk only through the typed messages declared next to each actor.
 
 pub mod agents;
+pub mod budgets;
 pub mod bus;
 pub mod events;
+pub mod groups;
 pub mod pricing;
 pub mod secrets;
 pub mod skills;

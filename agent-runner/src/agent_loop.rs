@@ -61,8 +61,16 @@ pub enum LoopFailure {
     EmptyReply,
     #[error("the iteration cap ({0}) was reached before the agent answered")]
     IterationCap(u32),
-    #[error("{0}")]
-    Refused(String),
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+}
+
+/// A gate's reason for not making a call (e.g. a budget that would be passed).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// snake_case, e.g. `budget_exceeded`.
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl LoopFailure {
@@ -71,7 +79,7 @@ impl LoopFailure {
             LoopFailure::Llm(e) => e.code(),
             LoopFailure::EmptyReply => "empty_reply",
             LoopFailure::IterationCap(_) => "iteration_cap",
-            LoopFailure::Refused(_) => "refused",
+            LoopFailure::Refused(r) => r.code,
         }
     }
 }
@@ -104,7 +112,7 @@ pub trait LoopObserver: Send + Sync {
     /// Every finished tool call.
     fn tool_call(&self, _record: &ToolCallRecord) {}
     /// Before each model call; an `Err` ends the run with that reason.
-    fn before_llm_call(&self, _req: &LlmRequest) -> BoxFuture<'static, Result<(), String>> {
+    fn before_llm_call(&self, _req: &LlmRequest) -> BoxFuture<'static, Result<(), Refusal>> {
         Box::pin(async { Ok(()) })
     }
     /// Before each tool call; an `Err` becomes a tool error the model sees.

@@ -17,7 +17,9 @@ pub mod openai;
 pub mod tools;
 pub mod types;
 
-pub use agent_loop::{run_agent_loop, LoopError, LoopObserver, LoopOutcome, LoopParams, LoopStop};
+pub use agent_loop::{
+    run_agent_loop, LoopError, LoopObserver, LoopOutcome, LoopParams, LoopStop, Refusal,
+};
 pub use llm::{LlmClient, LlmConfig, LlmError, Provider};
 pub use tools::{RiskLevel, Tool, ToolBox, ToolHandler};
 pub use types::{ContentBlock, LlmRequest, LlmResponse, Message, Role, ToolSpec, Usage};

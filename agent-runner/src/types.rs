@@ -138,6 +138,17 @@ pub struct LlmResponse {
     pub usage: Usage,
 }
 
+impl LlmRequest {
+    /// A conservative estimate of the input tokens (about three characters a token, which
+    /// overestimates English and JSON), for reserving budget before a call.
+    pub fn estimated_input_tokens(&self) -> u64 {
+        let chars = self.system.as_deref().map_or(0, str::len)
+            + serde_json::to_string(&self.messages).map_or(0, |s| s.len())
+            + serde_json::to_string(&*self.tools).map_or(0, |s| s.len());
+        (chars as u64).div_ceil(3) + 16
+    }
+}
+
 impl LlmResponse {
     /// The tool calls the model asked for, in order.
     pub fn tool_uses(&self) -> Vec<(String, String, Value)> {

@@ -32,6 +32,8 @@ pub struct InvokeBody {
     metadata: Option<serde_json::Value>,
     /// Model calls allowed in this run (1 to 50).
     max_iterations: Option<u32>,
+    /// Run as this agent group (its prompt, model, key, tools and budget).
+    group_id: Option<String>,
 }
 
 async fn authenticate(state: &AppState, token: &str) -> Result<InboundWebhook, ApiError> {
@@ -115,6 +117,21 @@ pub async fn invoke(
         log(&state, &hook, e.status, e.message.clone(), started);
         return Err(e);
     }
+    let group = match &body.group_id {
+        Some(id) => match state
+            .groups
+            .send(loop_gateway_actors::groups::ResolveGroup { id: id.clone() })
+            .await?
+        {
+            Some(settings) => Some(settings),
+            None => {
+                let e = ApiError::validation(format!("groupId: no agent group with id {id}"));
+                log(&state, &hook, e.status, e.message.clone(), started);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut metadata = body.metadata.unwrap_or_else(|| json!({}));
     metadata["webhookId"] = json!(hook.id);
     let ticket = state
@@ -126,6 +143,7 @@ pub async fn invoke(
                 conversation_id: body.conversation_id,
                 metadata: Some(metadata),
                 max_iterations: body.max_iterations,
+                group,
             },
             wait: body.sync,
             // The run lives on this worker's thread: no hops between threads on its way.
@@ -181,7 +199,9 @@ pub async fn invoke(
         }
     };
     if let Some(failure) = result.error {
-        let mut e = if failure.unavailable {
+        let mut e = if failure.code == "budget_exceeded" {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, failure.code, failure.message)
+        } else if failure.unavailable {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 failure.code,

@@ -40,6 +40,8 @@ pub struct WebDeps {
     pub agents: Addr<AgentSupervisor>,
     pub webhooks: Addr<Webhooks>,
     pub skills: Addr<Skills>,
+    pub groups: Addr<loop_gateway_actors::groups::AgentGroups>,
+    pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
     pub config: WebConfig,
     pub ticket_key: [u8; 32],
 }
@@ -71,6 +73,8 @@ impl WebServer {
             agents: deps.agents,
             webhooks: deps.webhooks,
             skills: deps.skills,
+            groups: deps.groups,
+            budgets: deps.budgets,
             config: config.clone(),
             limits: limits.clone(),
             ticket_key: deps.ticket_key,
@@ -90,6 +94,14 @@ impl WebServer {
                         .service(api::auth::me)
                         .service(api::auth::ws_ticket)
                         .service(api::health::health)
+                        .service(api::groups::list)
+                        .service(api::groups::create)
+                        .service(api::groups::get)
+                        .service(api::groups::update)
+                        .service(api::groups::remove)
+                        .service(api::groups::stats)
+                        .service(api::groups::assign)
+                        .service(api::groups::unassign)
                         .service(api::runs::list)
                         .service(api::runs::get)
                         .service(api::tools::list)

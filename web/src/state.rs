@@ -41,6 +41,8 @@ pub struct AppState {
     pub agents: Addr<AgentSupervisor>,
     pub webhooks: Addr<Webhooks>,
     pub skills: Addr<Skills>,
+    pub groups: Addr<loop_gateway_actors::groups::AgentGroups>,
+    pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
     pub config: Arc<WebConfig>,
     pub limits: Arc<Limiters>,
     /// Signs WebSocket tickets (derived from the gateway secret, never the secret itself).

@@ -52,6 +52,8 @@ pub struct RunRequest {
     /// Caller data carried into the run record and its events.
     pub metadata: Option<serde_json::Value>,
     pub max_iterations: Option<u32>,
+    /// The agent group whose prompt, model, key, tools and budget the run uses.
+    pub group: Option<crate::groups::RunSettings>,
 }
 
 /// Start a run. With `wait`, the ticket carries a receiver for its result.
@@ -130,6 +132,7 @@ pub struct RunContext {
     pub pricing: Arc<Pricing>,
     pub store: Store,
     pub bus: Addr<EventBus>,
+    pub budgets: Addr<crate::budgets::Budgets>,
 }
 
 pub(crate) struct Pending {
@@ -227,8 +230,13 @@ impl Handler<StartAgentRun> for AgentSupervisor {
                     source: pending.request.source.clone(),
                     input: pending.request.input.clone(),
                     conversation_id: Some(conversation_id.clone()),
-                    group_id: None,
-                    model: self.ctx.defaults.model.clone(),
+                    group_id: pending.request.group.as_ref().map(|g| g.group_id.clone()),
+                    model: pending
+                        .request
+                        .group
+                        .as_ref()
+                        .and_then(|g| g.model.clone())
+                        .unwrap_or_else(|| self.ctx.defaults.model.clone()),
                     metadata: pending.request.metadata.as_ref().map(|m| m.to_string()),
                 },
             });

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::recorder::RunRecorder;
+use super::recorder::{BudgetGate, RunRecorder};
 use super::{AgentSupervisor, Pending, RunContext, RunFailure, RunFinished, RunRequest, RunResult};
 use crate::bus::Publish;
 use crate::events::GatewayEvent;
@@ -209,13 +209,18 @@ async fn execute(
 ) -> RunResult {
     let defaults = &ctx.defaults;
     let metadata = request.metadata.clone();
+    let group = request.group.clone();
+    let model = group
+        .as_ref()
+        .and_then(|g| g.model.clone())
+        .unwrap_or_else(|| defaults.model.clone());
     let new_run = NewRun {
         id: run_id.clone(),
         source: request.source.clone(),
         input: request.input.clone(),
         conversation_id: Some(conversation_id.clone()),
-        group_id: None,
-        model: defaults.model.clone(),
+        group_id: group.as_ref().map(|g| g.group_id.clone()),
+        model: model.clone(),
         metadata: metadata.as_ref().map(|m| m.to_string()),
     };
     // One round trip records the start and reads the history. A new conversation has no
@@ -253,26 +258,36 @@ async fn execute(
     messages.push(user_turn.clone());
 
     let params = LoopParams {
-        model: defaults.model.clone(),
-        system: defaults.system_prompt.clone(),
+        model,
+        system: group
+            .as_ref()
+            .and_then(|g| g.system_prompt.clone())
+            .or_else(|| defaults.system_prompt.clone()),
         max_tokens: defaults.max_tokens,
-        max_iterations: request.max_iterations.unwrap_or(defaults.max_iterations),
+        max_iterations: request
+            .max_iterations
+            .or_else(|| group.as_ref().and_then(|g| g.max_iterations))
+            .unwrap_or(defaults.max_iterations),
+    };
+    let (llm, toolbox) = match &group {
+        Some(g) => (&g.llm, &g.toolbox),
+        None => (&ctx.llm, &ctx.toolbox),
     };
     let recorder = RunRecorder {
         run_id: run_id.clone(),
-        provider: ctx.llm.config().provider.name(),
+        group_id: group.as_ref().map(|g| g.group_id.clone()),
+        provider: llm.config().provider.name(),
         store: ctx.store.clone(),
         pricing: ctx.pricing.clone(),
+        budget: group.as_ref().filter(|g| g.budgeted).map(|g| BudgetGate {
+            budgets: ctx.budgets.clone(),
+            group_id: g.group_id.clone(),
+            current: Default::default(),
+        }),
     };
-    let outcome = run_agent_loop(
-        &ctx.llm,
-        &params,
-        messages,
-        &ctx.toolbox,
-        &recorder,
-        &cancel,
-    )
-    .await;
+    let outcome = run_agent_loop(llm, &params, messages, toolbox, &recorder, &cancel).await;
+    // Gives back a reservation the loop left (a failed call).
+    drop(recorder);
 
     let (result, record) = match outcome {
         Ok(o) => {

@@ -15,6 +15,7 @@ use rusqlite::Connection;
 
 pub mod conversations;
 pub mod counters;
+pub mod groups;
 pub mod runs;
 pub mod schema;
 pub mod sessions;

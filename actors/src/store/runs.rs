@@ -198,6 +198,7 @@ pub struct FinishRun {
 #[rtype(result = "Result<(), StoreError>")]
 pub struct RecordApiCall {
     pub run_id: Option<String>,
+    pub group_id: Option<String>,
     pub provider: &'static str,
     pub model: String,
     pub input_tokens: i64,
@@ -343,8 +344,8 @@ pub fn record_api_call(conn: &Connection, m: RecordApiCall) -> Result<(), StoreE
     conn.prepare_cached(
         "INSERT INTO api_calls (run_id, provider, model, input_tokens, output_tokens,
                 cache_creation_tokens, cache_read_tokens, cost_micros, latency_ms, status, error,
-                created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                created_at, group_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(rusqlite::params![
         m.run_id,
@@ -358,7 +359,8 @@ pub fn record_api_call(conn: &Connection, m: RecordApiCall) -> Result<(), StoreE
         m.latency_ms,
         if m.error.is_some() { "error" } else { "ok" },
         m.error,
-        now_ms()
+        now_ms(),
+        m.group_id
     ])?;
     Ok(())
 }

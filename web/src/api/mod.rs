@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use loop_gateway_actors::store::Page;
 
 pub mod auth;
+pub mod groups;
 pub mod health;
 pub mod runs;
 pub mod tools;
