@@ -8,6 +8,7 @@ mod agents;
 mod auth;
 mod bench;
 mod errors;
+mod groups;
 mod lifecycle;
 mod peers;
 mod persistence;
