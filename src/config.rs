@@ -395,7 +395,7 @@ impl Config {
 }
 
 /// Create a file only its owner can read (mode 0600), failing if it already exists.
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -45,6 +45,13 @@ enum AdminCommand {
     /// Set a new password for a user and end all of their sessions. Reads the password from
     /// standard input (one line) when it is not a terminal, otherwise prompts for it.
     ResetPassword { username: String },
+    /// Re-encrypt every stored secret under a new key (64 hex characters; generated when not
+    /// given). With the key in <DATA_DIR>/secret.key, the file is replaced; with
+    /// GATEWAY_SECRET_KEY, set the printed key there before the next start.
+    RotateKey {
+        #[arg(long, value_name = "HEX")]
+        new_key: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,9 @@ fn main() -> ExitCode {
         Command::Admin {
             command: AdminCommand::ResetPassword { username },
         } => reset_password(&cli.config, &username),
+        Command::Admin {
+            command: AdminCommand::RotateKey { new_key },
+        } => rotate_key(&cli.config, new_key),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,6 +167,54 @@ fn migrate(config: &Config) -> Result<(), String> {
         path.display(),
         schema::latest_version()
     );
+    Ok(())
+}
+
+fn rotate_key(config: &Config, new_key: Option<String>) -> Result<(), String> {
+    let from_env = config
+        .secret_key
+        .as_deref()
+        .is_some_and(|k| !k.trim().is_empty());
+    let old = SecretBox::new(&config.load_or_create_secret_key()?.0).map_err(|e| e.to_string())?;
+    let new_hex = match new_key {
+        Some(k) => k.trim().to_lowercase(),
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            hex::encode(bytes)
+        }
+    };
+    let new_bytes = hex::decode(&new_hex)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or("--new-key must be 64 hexadecimal characters")?;
+    let new = SecretBox::new(&new_bytes).map_err(|e| e.to_string())?;
+    let key_file = config.data_dir.join("secret.key");
+    let staged = config.data_dir.join("secret.key.new");
+    if !from_env {
+        // The new key is on disk before any secret depends on it.
+        let _ = std::fs::remove_file(&staged);
+        config::write_private(&staged, &new_hex)
+            .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+    }
+    let pool = gateway::open_store(config).map_err(|e| e.to_string())?;
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let count = store::sealed::reseal_all(&mut conn, &old, &new).map_err(|e| e.to_string())?;
+    if from_env {
+        println!("{count} secret(s) re-encrypted. Set GATEWAY_SECRET_KEY={new_hex} before the next start.");
+    } else {
+        std::fs::rename(&staged, &key_file).map_err(|e| {
+            format!(
+                "secrets re-encrypted, but {} could not replace {}: {e}",
+                staged.display(),
+                key_file.display()
+            )
+        })?;
+        println!(
+            "{count} secret(s) re-encrypted; {} holds the new key.",
+            key_file.display()
+        );
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod counters;
 pub mod groups;
 pub mod runs;
 pub mod schema;
+pub mod sealed;
 pub mod sessions;
 pub mod usage;
 pub mod users;
