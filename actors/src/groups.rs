@@ -483,7 +483,7 @@ impl Handler<ListGroups> for AgentGroups {
 
     fn handle(&mut self, _: ListGroups, _: &mut Context<Self>) -> Self::Result {
         let mut all: Vec<&Group> = self.groups.values().collect();
-        all.sort_by(|a, b| a.row.name.to_lowercase().cmp(&b.row.name.to_lowercase()));
+        all.sort_by_key(|a| a.row.name.to_lowercase());
         MessageResult(all.into_iter().map(Self::view).collect())
     }
 }

@@ -271,8 +271,8 @@ pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<
         .map(Duration::from_secs_f64)
 }
 
-/// A transport error with its causes, without the URL.
-pub(crate) fn describe(e: reqwest::Error) -> String {
+/// A reqwest error with its causes (where the interesting part usually is), without the URL.
+pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut s = e.to_string();
     let mut source = std::error::Error::source(&e);

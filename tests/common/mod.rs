@@ -105,6 +105,22 @@ impl TestServer {
         self.dir.path().join("gateway.log")
     }
 
+    /// Every byte of the database files (main file, WAL, shared memory) as text, to search
+    /// for secrets that must not be there.
+    pub fn database_text(&self) -> String {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(self.data_dir()).expect("data dir") {
+            let path = entry.expect("entry").path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("gateway.db"))
+            {
+                bytes.extend(std::fs::read(path).expect("read"));
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_runner::llm::describe;
 use agent_runner::{RiskLevel, Tool, ToolHandler, ToolSpec};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -240,19 +241,6 @@ impl ToolHandler for HttpRequest {
         let config = self.config.clone();
         Box::pin(async move { request(client, &guard, &config, input).await })
     }
-}
-
-/// A reqwest error with its causes (where the guard's refusal is).
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 async fn request(
