@@ -184,3 +184,41 @@ CREATE INDEX group_channels_group ON group_channels(group_id);
 ALTER TABLE api_calls ADD COLUMN group_id TEXT;
 CREATE INDEX api_calls_group_created ON api_calls(group_id, created_at);
 CREATE INDEX agent_runs_group_created ON agent_runs(group_id, created_at);
+
+-- migration: 5
+-- Loop tasks: an agent that runs again and again with its previous output in view.
+CREATE TABLE loop_tasks (
+    id                TEXT PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE,
+    prompt            TEXT NOT NULL,
+    group_id          TEXT,
+    max_iterations    INTEGER NOT NULL,
+    completion_signal TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN
+                          ('pending', 'running', 'complete', 'stopped', 'error', 'interrupted')),
+    stop_reason       TEXT,
+    current_iteration INTEGER NOT NULL DEFAULT 0,
+    output            TEXT NOT NULL DEFAULT '',
+    error             TEXT,
+    input_tokens      INTEGER NOT NULL DEFAULT 0,
+    output_tokens     INTEGER NOT NULL DEFAULT 0,
+    cost_micros       INTEGER NOT NULL DEFAULT 0,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX loop_tasks_status ON loop_tasks(status);
+
+CREATE TABLE loop_iterations (
+    id            INTEGER PRIMARY KEY,
+    task_id       TEXT NOT NULL REFERENCES loop_tasks(id) ON DELETE CASCADE,
+    iteration     INTEGER NOT NULL,
+    run_id        TEXT,
+    output        TEXT NOT NULL,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_micros   INTEGER NOT NULL,
+    tool_calls    INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    UNIQUE (task_id, iteration)
+);

@@ -15,6 +15,12 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskOnRestart {
+    Resume,
+    Interrupt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProviderKind {
     Anthropic,
     OpenaiCompatible,
@@ -212,6 +218,17 @@ pub struct Config {
         global = true
     )]
     pub http_request_allow: Vec<String>,
+
+    /// Loop tasks running at once; more wait as pending.
+    #[arg(long, env = "MAX_CONCURRENT_TASKS", value_name = "MAX_CONCURRENT_TASKS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub max_concurrent_tasks: u32,
+
+    /// What happens to loop tasks the last stop interrupted: resume (continue from the last
+    /// recorded iteration) or interrupt (mark them interrupted).
+    #[arg(long, env = "TASK_ON_RESTART", value_name = "TASK_ON_RESTART", value_enum,
+          default_value_t = TaskOnRestart::Resume, global = true)]
+    pub task_on_restart: TaskOnRestart,
 
     /// Time zone of budget days and months (IANA name, e.g. Europe/Berlin).
     #[arg(long, env = "BUDGET_TIMEZONE", value_name = "BUDGET_TIMEZONE", default_value = "UTC",

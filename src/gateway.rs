@@ -17,11 +17,12 @@ use loop_gateway_actors::budgets::{window_starts, Budgets};
 use loop_gateway_actors::groups::AgentGroups;
 use loop_gateway_actors::pricing::Pricing;
 use loop_gateway_actors::skills::{builtin_toolbox, HttpRequestConfig, Skills};
+use loop_gateway_actors::tasks::{LoopTasks, TaskConfig};
 use loop_gateway_actors::webhooks::{DeliveryConfig, Webhooks};
 use loop_gateway_actors::{EventBus, SecretBox, Store, Supervision};
 use loop_gateway_web::{StopServer, WebConfig, WebDeps, WebServer};
 
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, ProviderKind, TaskOnRestart};
 
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -69,7 +70,7 @@ impl Gateway {
         let setup = |e: store::StoreError| StartError::Setup(e.to_string());
         let (day_start, month_start) =
             window_starts(config.budget_timezone, loop_gateway_actors::time::now_ms());
-        let (webhook_rows, pending_deliveries, group_rows, day_usage, month_usage) = {
+        let (webhook_rows, pending_deliveries, group_rows, day_usage, month_usage, task_rows) = {
             let conn = pool.get().map_err(|e| StartError::Setup(e.to_string()))?;
             (
                 store::webhooks::load_webhooks(&conn).map_err(setup)?,
@@ -77,6 +78,7 @@ impl Gateway {
                 store::groups::load_groups(&conn).map_err(setup)?,
                 store::groups::tokens_since(&conn, day_start).map_err(setup)?,
                 store::groups::tokens_since(&conn, month_start).map_err(setup)?,
+                store::tasks::load_tasks(&conn).map_err(setup)?,
             )
         };
         let store = Store::start(pool, usize::from(config.store_threads))
@@ -140,6 +142,20 @@ impl Gateway {
         let agents = start_supervised("agent_supervisor", &supervision, move |_| {
             AgentSupervisor::new(run_context, run_limits)
         });
+        let tasks = LoopTasks::new(
+            store.clone(),
+            bus.clone(),
+            agents.clone(),
+            groups.clone(),
+            TaskConfig {
+                max_concurrent: config.max_concurrent_tasks as usize,
+                resume: config.task_on_restart == TaskOnRestart::Resume,
+                data_dir: config.data_dir.clone(),
+                context_chars: 20_000,
+            },
+            task_rows,
+        );
+        let tasks = start_supervised("loop_tasks", &supervision, move |_| tasks);
         let webhooks = Webhooks::new(
             store.clone(),
             bus.clone(),
@@ -178,6 +194,7 @@ impl Gateway {
             skills,
             groups,
             budgets,
+            tasks,
             config: web_config,
             ticket_key: secrets.derive_key("ws-ticket"),
         })

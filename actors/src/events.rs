@@ -43,6 +43,39 @@ pub enum GatewayEvent {
     /// A supervised actor died and was restarted (DESIGN: restarts are visible).
     #[serde(rename = "actor:restarted", rename_all = "camelCase")]
     ActorRestarted { actor: String, restarts: u64 },
+    #[serde(rename = "task:start", rename_all = "camelCase")]
+    TaskStart {
+        task_id: String,
+        name: String,
+        /// The iteration it starts at (1, or later when it continues).
+        iteration: u32,
+    },
+    #[serde(rename = "task:iteration", rename_all = "camelCase")]
+    TaskIteration {
+        task_id: String,
+        name: String,
+        iteration: u32,
+        /// The start of the iteration's output.
+        summary: String,
+        input_tokens: i64,
+        output_tokens: i64,
+        cost_micros: i64,
+    },
+    #[serde(rename = "task:complete", rename_all = "camelCase")]
+    TaskComplete {
+        task_id: String,
+        name: String,
+        iterations: u32,
+        /// `signal`, `max_iterations` or `stopped`.
+        stop_reason: String,
+    },
+    #[serde(rename = "task:error", rename_all = "camelCase")]
+    TaskError {
+        task_id: String,
+        name: String,
+        code: String,
+        error: String,
+    },
     /// A group passed 80 % of a token budget (once per day or month).
     #[serde(rename = "budget:warning", rename_all = "camelCase")]
     BudgetWarning {
@@ -74,6 +107,10 @@ impl GatewayEvent {
             GatewayEvent::RunComplete { .. } => "agent:run:complete",
             GatewayEvent::RunError { .. } => "agent:run:error",
             GatewayEvent::ActorRestarted { .. } => "actor:restarted",
+            GatewayEvent::TaskStart { .. } => "task:start",
+            GatewayEvent::TaskIteration { .. } => "task:iteration",
+            GatewayEvent::TaskComplete { .. } => "task:complete",
+            GatewayEvent::TaskError { .. } => "task:error",
             GatewayEvent::BudgetWarning { .. } => "budget:warning",
             GatewayEvent::BudgetExceeded { .. } => "budget:exceeded",
             GatewayEvent::Login { .. } => "auth:login",
@@ -92,6 +129,10 @@ impl GatewayEvent {
             }
             "agent:run:error" => "An agent run failed (code, error, metadata).",
             "actor:restarted" => "A supervised part of the gateway crashed and was restarted.",
+            "task:start" => "A loop task started or continued (taskId, name, iteration).",
+            "task:iteration" => "A loop task finished an iteration (summary, tokens, cost).",
+            "task:complete" => "A loop task ended: signal found, iterations used up, or stopped.",
+            "task:error" => "A loop task failed (code, error), e.g. budget_exceeded.",
             "budget:warning" => "An agent group used 80 % of its day or month token budget.",
             "budget:exceeded" => "A model call was refused: it would pass an agent group's budget.",
             "auth:login" => "Someone logged in to the gateway.",
@@ -106,6 +147,10 @@ impl GatewayEvent {
         "agent:run:complete",
         "agent:run:error",
         "actor:restarted",
+        "task:start",
+        "task:iteration",
+        "task:complete",
+        "task:error",
         "budget:warning",
         "budget:exceeded",
         "auth:login",

@@ -11,6 +11,7 @@ pub mod secrets;
 pub mod skills;
 pub mod store;
 pub mod supervise;
+pub mod tasks;
 pub mod time;
 pub mod webhooks;
 

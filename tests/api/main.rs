@@ -13,5 +13,6 @@ mod lifecycle;
 mod peers;
 mod persistence;
 mod rate_limit;
+mod tasks;
 mod webhooks;
 mod websocket;

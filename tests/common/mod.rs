@@ -181,6 +181,12 @@ impl TestServer {
         }
     }
 
+    /// Start again after `kill` (a crash), on the same data directory and port.
+    pub fn restart_after_kill(&mut self) {
+        assert!(self.child.is_none(), "kill first");
+        self.spawn();
+    }
+
     /// Stop gracefully and start again on the same data directory and port.
     pub fn restart(&mut self) {
         let status = self.terminate();
@@ -516,5 +522,19 @@ impl Drop for PythonPeer {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let _ = wait_with_timeout(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// Check `probe` until it holds (each try is a real request, not a timer standing in for an
+/// event); for state that a peer outside the gateway saw before the gateway recorded it.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -240,20 +240,24 @@ pub async fn invoke(
     })))
 }
 
-/// Create a loop task (arrives with loop mode; until then 501).
-#[utoipa::path(tag = "webhook platform", params(("token" = String, Path)),
-    responses((status = 401, body = crate::error::ErrorBody), (status = 501, body = crate::error::ErrorBody)))]
+/// Create a loop task and start it (`{"name", "prompt", "maxIterations"?, "groupId"?,
+/// "completionSignal"?}`); its progress arrives as `task:*` events.
+#[utoipa::path(tag = "webhook platform", params(("token" = String, Path)), request_body = crate::api::tasks::TaskBody,
+    responses((status = 201), (status = 401, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 #[post("/task/{token}")]
 pub async fn task(
     state: web::Data<AppState>,
     token: web::Path<String>,
+    body: web::Json<crate::api::tasks::TaskBody>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&state, &token).await?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "loop tasks are not available in this version yet",
-    ))
+    let started = Instant::now();
+    let hook = authenticate(&state, &token).await?;
+    let result = crate::api::tasks::create_task(&state, body.into_inner()).await;
+    match &result {
+        Ok(r) => log(&state, &hook, r.status(), "task created".into(), started),
+        Err(e) => log(&state, &hook, e.status, e.message.clone(), started),
+    }
+    result
 }
 
 /// Check a webhook token.

@@ -42,6 +42,7 @@ pub struct WebDeps {
     pub skills: Addr<Skills>,
     pub groups: Addr<loop_gateway_actors::groups::AgentGroups>,
     pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
+    pub tasks: Addr<loop_gateway_actors::tasks::LoopTasks>,
     pub config: WebConfig,
     pub ticket_key: [u8; 32],
 }
@@ -75,6 +76,7 @@ impl WebServer {
             skills: deps.skills,
             groups: deps.groups,
             budgets: deps.budgets,
+            tasks: deps.tasks,
             config: config.clone(),
             limits: limits.clone(),
             ticket_key: deps.ticket_key,
@@ -104,6 +106,14 @@ impl WebServer {
                         .service(api::groups::unassign)
                         .service(api::runs::list)
                         .service(api::runs::get)
+                        .service(api::tasks::list)
+                        .service(api::tasks::create)
+                        .service(api::tasks::get)
+                        .service(api::tasks::start)
+                        .service(api::tasks::stop)
+                        .service(api::tasks::prompt)
+                        .service(api::tasks::output)
+                        .service(api::tasks::remove)
                         .service(api::tools::list)
                         .service(api::usage::totals)
                         .service(api::usage::daily)

@@ -43,6 +43,7 @@ pub struct AppState {
     pub skills: Addr<Skills>,
     pub groups: Addr<loop_gateway_actors::groups::AgentGroups>,
     pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
+    pub tasks: Addr<loop_gateway_actors::tasks::LoopTasks>,
     pub config: Arc<WebConfig>,
     pub limits: Arc<Limiters>,
     /// Signs WebSocket tickets (derived from the gateway secret, never the secret itself).

@@ -94,6 +94,7 @@ pub struct RunResult {
     pub usage: Usage,
     pub cost_micros: i64,
     pub llm_calls: u32,
+    pub tool_calls: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +110,13 @@ pub struct RunFailure {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RunFinished {
+    pub run_id: String,
+}
+
+/// Cancel a run (its in-flight model call is dropped); a queued run is dropped from the queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelAgentRun {
     pub run_id: String,
 }
 
@@ -266,6 +274,19 @@ impl Handler<RunFinished> for AgentSupervisor {
                 Some(p) => self.launch(p, ctx.address()),
                 None => break,
             }
+        }
+    }
+}
+
+impl Handler<CancelAgentRun> for AgentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelAgentRun, _: &mut Context<Self>) {
+        if let Some(run) = self.running.get(&msg.run_id) {
+            run.do_send(run::CancelRun);
+        } else if let Some(at) = self.queue.iter().position(|p| p.run_id == msg.run_id) {
+            // Dropping its `done` sender tells whoever waits.
+            self.queue.remove(at);
         }
     }
 }

@@ -145,6 +145,7 @@ fn failed(
         usage: Usage::default(),
         cost_micros: 0,
         llm_calls: 0,
+        tool_calls: 0,
     }
 }
 
@@ -327,6 +328,12 @@ async fn execute(
                 usage: o.usage,
                 cost_micros: cost,
                 llm_calls: o.llm_calls,
+                tool_calls: o
+                    .new_messages
+                    .iter()
+                    .flat_map(|m| &m.content)
+                    .filter(|b| matches!(b, ContentBlock::ToolUse { .. }))
+                    .count() as u32,
             };
             (result, record)
         }

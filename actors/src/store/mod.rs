@@ -20,6 +20,7 @@ pub mod runs;
 pub mod schema;
 pub mod sealed;
 pub mod sessions;
+pub mod tasks;
 pub mod usage;
 pub mod users;
 pub mod webhooks;

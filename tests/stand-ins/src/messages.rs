@@ -82,6 +82,7 @@ struct State {
 pub struct MessagesApi {
     pub url: String,
     state: Arc<Mutex<State>>,
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 static MESSAGE_IDS: AtomicU64 = AtomicU64::new(1);
@@ -101,20 +102,22 @@ impl MessagesApi {
             record: true,
             tool_url: None,
         }));
-        let st = state.clone();
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let (st, ar) = (state.clone(), arrived.clone());
         let addr = serve(workers, move |cfg| {
-            let st = st.clone();
+            let (st, ar) = (st.clone(), ar.clone());
             cfg.route(
                 "/v1/messages",
                 web::post().to(move |req: HttpRequest, body: web::Bytes| {
-                    let st = st.clone();
-                    async move { handle(st, req, body).await }
+                    let (st, ar) = (st.clone(), ar.clone());
+                    async move { handle(st, ar, req, body).await }
                 }),
             );
         });
         Self {
             url: format!("http://{addr}"),
             state,
+            arrived,
         }
     }
 
@@ -148,6 +151,23 @@ impl MessagesApi {
         self.state.lock().unwrap().requests.len()
     }
 
+    /// Wait until `n` requests have arrived (or panic after `limit`).
+    pub async fn wait_for_requests(&self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.arrived.notified();
+            if self.request_count() >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "the Messages API stand-in got {} of {n} requests within {limit:?}",
+                    self.request_count()
+                );
+            }
+        }
+    }
+
     /// The most requests that were being answered at the same moment.
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
@@ -175,7 +195,12 @@ impl Drop for InFlight {
     }
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn handle(
+    state: Arc<Mutex<State>>,
+    arrived: Arc<tokio::sync::Notify>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let _in_flight = {
         let mut s = state.lock().unwrap();
         s.in_flight += 1;
@@ -195,6 +220,7 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, body: web::Bytes) ->
         }
         (s.script.pop_front(), s.delay, s.tool_url.clone())
     };
+    arrived.notify_waiters();
     if req.headers().get("anthropic-version").is_none() {
         return error(
             400,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod groups;
 pub mod health;
 pub mod runs;
+pub mod tasks;
 pub mod tools;
 pub mod usage;
 pub mod webhooks;
