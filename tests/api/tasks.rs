@@ -428,3 +428,40 @@ async fn the_webhook_route_creates_a_task() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[actix_rt::test]
+async fn excess_tasks_wait_as_pending() {
+    let llm = MessagesApi::start();
+    let s = TestServer::with_llm(&llm.url, &[("MAX_CONCURRENT_TASKS", "1")]);
+    let session = s.setup().await;
+    let mut events = Events::connect(&s, &session).await;
+    llm.push(Reply::After(
+        Duration::from_millis(300),
+        Box::new(Reply::Text("a TASK_COMPLETE".into())),
+    ));
+    llm.push(Reply::Text("b TASK_COMPLETE".into()));
+    let first = create(&s, &session, json!({"name": "first", "prompt": "A"})).await;
+    let second = create(&s, &session, json!({"name": "second", "prompt": "B"})).await;
+    events
+        .wait_for("task:start", Duration::from_secs(10), |p| {
+            p["taskId"] == first["id"]
+        })
+        .await;
+    let waiting = s
+        .get(
+            &format!("/api/tasks/{}", second["id"].as_str().unwrap()),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(waiting.body["status"], "pending");
+    events
+        .wait_for("task:complete", Duration::from_secs(10), |p| {
+            p["taskId"] == first["id"]
+        })
+        .await;
+    events
+        .wait_for("task:complete", Duration::from_secs(10), |p| {
+            p["taskId"] == second["id"]
+        })
+        .await;
+}
