@@ -436,7 +436,7 @@ async fn excess_tasks_wait_as_pending() {
     let session = s.setup().await;
     let mut events = Events::connect(&s, &session).await;
     llm.push(Reply::After(
-        Duration::from_millis(300),
+        Duration::from_secs(1),
         Box::new(Reply::Text("a TASK_COMPLETE".into())),
     ));
     llm.push(Reply::Text("b TASK_COMPLETE".into()));
