@@ -222,3 +222,35 @@ CREATE TABLE loop_iterations (
     created_at    INTEGER NOT NULL,
     UNIQUE (task_id, iteration)
 );
+
+-- migration: 6
+-- Human approval of risky tool calls: rules per tool (absent: the defaults by risk), and one
+-- row per request, decided once.
+CREATE TABLE approval_rules (
+    tool_name        TEXT PRIMARY KEY,
+    risk_level       TEXT NOT NULL CHECK (risk_level IN ('low', 'medium', 'high', 'critical')),
+    require_approval INTEGER NOT NULL,
+    timeout_seconds  INTEGER NOT NULL,
+    timeout_action   TEXT NOT NULL CHECK (timeout_action IN ('approve', 'reject')),
+    auto_approve     TEXT,
+    updated_at       INTEGER NOT NULL
+);
+
+CREATE TABLE approvals (
+    id          TEXT PRIMARY KEY,
+    run_id      TEXT,
+    tool_use_id TEXT NOT NULL,
+    tool_name   TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    risk_level  TEXT NOT NULL,
+    reason      TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'expired')),
+    decided_by  TEXT,
+    decision_reason TEXT,
+    timeout_action TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    decided_at  INTEGER
+);
+CREATE INDEX approvals_status_created ON approvals(status, created_at DESC);
+CREATE INDEX approvals_run ON approvals(run_id);

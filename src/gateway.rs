@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use agent_runner::{LlmClient, LlmConfig, Provider};
 use loop_gateway_actors::agents::{AgentDefaults, AgentSupervisor, RunContext, RunLimits};
+use loop_gateway_actors::approvals::ApprovalDesk;
 use loop_gateway_actors::budgets::{window_starts, Budgets};
 use loop_gateway_actors::groups::AgentGroups;
 use loop_gateway_actors::pricing::Pricing;
@@ -70,7 +71,16 @@ impl Gateway {
         let setup = |e: store::StoreError| StartError::Setup(e.to_string());
         let (day_start, month_start) =
             window_starts(config.budget_timezone, loop_gateway_actors::time::now_ms());
-        let (webhook_rows, pending_deliveries, group_rows, day_usage, month_usage, task_rows) = {
+        let (
+            webhook_rows,
+            pending_deliveries,
+            group_rows,
+            day_usage,
+            month_usage,
+            task_rows,
+            rules,
+            approvals_pending,
+        ) = {
             let conn = pool.get().map_err(|e| StartError::Setup(e.to_string()))?;
             (
                 store::webhooks::load_webhooks(&conn).map_err(setup)?,
@@ -79,6 +89,8 @@ impl Gateway {
                 store::groups::tokens_since(&conn, day_start).map_err(setup)?,
                 store::groups::tokens_since(&conn, month_start).map_err(setup)?,
                 store::tasks::load_tasks(&conn).map_err(setup)?,
+                store::approvals::load_rules(&conn).map_err(setup)?,
+                store::approvals::load_pending(&conn).map_err(setup)?,
             )
         };
         let store = Store::start(pool, usize::from(config.store_threads))
@@ -116,6 +128,14 @@ impl Gateway {
         let pricing = Arc::new(
             Pricing::with_overrides(config.model_prices.as_deref()).map_err(StartError::Setup)?,
         );
+        let approvals = ApprovalDesk::new(
+            store.clone(),
+            bus.clone(),
+            toolbox.clone(),
+            rules,
+            approvals_pending,
+        );
+        let approvals = start_supervised("approval_desk", &supervision, move |_| approvals);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let run_context = RunContext {
             llm,
@@ -133,6 +153,7 @@ impl Gateway {
             store: store.clone(),
             bus: bus.clone(),
             budgets: budgets.clone(),
+            approvals: approvals.clone(),
         };
         let run_limits = RunLimits {
             max_concurrent: config.max_concurrent_runs as usize,
@@ -195,6 +216,7 @@ impl Gateway {
             groups,
             budgets,
             tasks,
+            approvals,
             config: web_config,
             ticket_key: secrets.derive_key("ws-ticket"),
         })

@@ -43,6 +43,29 @@ pub enum GatewayEvent {
     /// A supervised actor died and was restarted (DESIGN: restarts are visible).
     #[serde(rename = "actor:restarted", rename_all = "camelCase")]
     ActorRestarted { actor: String, restarts: u64 },
+    /// A tool call waits for a person's decision.
+    #[serde(rename = "approval:required", rename_all = "camelCase")]
+    ApprovalRequired {
+        approval_id: String,
+        run_id: Option<String>,
+        tool_name: String,
+        input: serde_json::Value,
+        risk_level: String,
+        expires_at: String,
+    },
+    /// A request was approved, rejected or timed out.
+    #[serde(rename = "approval:resolved", rename_all = "camelCase")]
+    ApprovalResolved {
+        approval_id: String,
+        run_id: Option<String>,
+        tool_name: String,
+        /// approved, rejected or expired
+        status: String,
+        decided_by: String,
+        reason: Option<String>,
+        /// Whether the call was made.
+        allowed: bool,
+    },
     #[serde(rename = "task:start", rename_all = "camelCase")]
     TaskStart {
         task_id: String,
@@ -107,6 +130,8 @@ impl GatewayEvent {
             GatewayEvent::RunComplete { .. } => "agent:run:complete",
             GatewayEvent::RunError { .. } => "agent:run:error",
             GatewayEvent::ActorRestarted { .. } => "actor:restarted",
+            GatewayEvent::ApprovalRequired { .. } => "approval:required",
+            GatewayEvent::ApprovalResolved { .. } => "approval:resolved",
             GatewayEvent::TaskStart { .. } => "task:start",
             GatewayEvent::TaskIteration { .. } => "task:iteration",
             GatewayEvent::TaskComplete { .. } => "task:complete",
@@ -129,6 +154,8 @@ impl GatewayEvent {
             }
             "agent:run:error" => "An agent run failed (code, error, metadata).",
             "actor:restarted" => "A supervised part of the gateway crashed and was restarted.",
+            "approval:required" => "A tool call waits for a person (approvalId, toolName, input, riskLevel, expiresAt).",
+            "approval:resolved" => "An approval request was approved, rejected or timed out.",
             "task:start" => "A loop task started or continued (taskId, name, iteration).",
             "task:iteration" => "A loop task finished an iteration (summary, tokens, cost).",
             "task:complete" => "A loop task ended: signal found, iterations used up, or stopped.",
@@ -147,6 +174,8 @@ impl GatewayEvent {
         "agent:run:complete",
         "agent:run:error",
         "actor:restarted",
+        "approval:required",
+        "approval:resolved",
         "task:start",
         "task:iteration",
         "task:complete",

@@ -2,6 +2,7 @@
 //! actor here, and they talk only through the typed messages declared next to each actor.
 
 pub mod agents;
+pub mod approvals;
 pub mod budgets;
 pub mod bus;
 pub mod events;

@@ -5,6 +5,7 @@
 mod common;
 
 mod agents;
+mod approvals;
 mod auth;
 mod bench;
 mod errors;

@@ -43,6 +43,7 @@ pub struct WebDeps {
     pub groups: Addr<loop_gateway_actors::groups::AgentGroups>,
     pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
     pub tasks: Addr<loop_gateway_actors::tasks::LoopTasks>,
+    pub approvals: Addr<loop_gateway_actors::approvals::ApprovalDesk>,
     pub config: WebConfig,
     pub ticket_key: [u8; 32],
 }
@@ -77,6 +78,7 @@ impl WebServer {
             groups: deps.groups,
             budgets: deps.budgets,
             tasks: deps.tasks,
+            approvals: deps.approvals,
             config: config.clone(),
             limits: limits.clone(),
             ticket_key: deps.ticket_key,
@@ -96,6 +98,15 @@ impl WebServer {
                         .service(api::auth::me)
                         .service(api::auth::ws_ticket)
                         .service(api::health::health)
+                        .service(api::approvals::list)
+                        .service(api::approvals::stats)
+                        .service(api::approvals::for_run)
+                        .service(api::approvals::get)
+                        .service(api::approvals::approve)
+                        .service(api::approvals::reject)
+                        .service(api::approvals::rules)
+                        .service(api::approvals::upsert_rule)
+                        .service(api::approvals::delete_rule)
                         .service(api::groups::list)
                         .service(api::groups::create)
                         .service(api::groups::get)

@@ -141,6 +141,7 @@ pub struct RunContext {
     pub store: Store,
     pub bus: Addr<EventBus>,
     pub budgets: Addr<crate::budgets::Budgets>,
+    pub approvals: Addr<crate::approvals::ApprovalDesk>,
 }
 
 pub(crate) struct Pending {

@@ -22,6 +22,8 @@ pub struct RunRecorder {
     pub pricing: Arc<Pricing>,
     /// Present for runs of a group: every model call is reserved against its budget first.
     pub budget: Option<BudgetGate>,
+    /// Every tool call is checked against the approval rules first.
+    pub approvals: Addr<crate::approvals::ApprovalDesk>,
 }
 
 pub struct BudgetGate {
@@ -70,6 +72,27 @@ impl LoopObserver for RunRecorder {
                     message: format!("the budget keeper did not answer: {e}"),
                 }),
             }
+        })
+    }
+
+    fn before_tool_call(
+        &self,
+        tool_use_id: &str,
+        name: &str,
+        input: &serde_json::Value,
+        risk: agent_runner::RiskLevel,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let gate = self.approvals.send(crate::approvals::Gate {
+            run_id: self.run_id.clone(),
+            tool_use_id: tool_use_id.to_string(),
+            tool: name.to_string(),
+            input: input.clone(),
+            risk,
+        });
+        Box::pin(async move {
+            gate.await.unwrap_or_else(|_| {
+                Err("the approval desk is unavailable; the call was not made".into())
+            })
         })
     }
 

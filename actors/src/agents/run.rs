@@ -285,6 +285,7 @@ async fn execute(
             group_id: g.group_id.clone(),
             current: Default::default(),
         }),
+        approvals: ctx.approvals.clone(),
     };
     let outcome = run_agent_loop(llm, &params, messages, toolbox, &recorder, &cancel).await;
     // Gives back a reservation the loop left (a failed call).

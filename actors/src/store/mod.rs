@@ -13,6 +13,7 @@ use actix::prelude::*;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
+pub mod approvals;
 pub mod conversations;
 pub mod counters;
 pub mod groups;

@@ -445,6 +445,23 @@ pub fn get_run(conn: &mut Connection, msg: GetRun) -> Result<Option<RunDetail>, 
     }))
 }
 
+/// A running run waits for a person (`awaiting_approval`) or works again (`running`).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct SetRunWaiting {
+    pub id: String,
+    pub waiting: bool,
+}
+
+pub fn set_run_waiting(conn: &Connection, m: SetRunWaiting) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE agent_runs SET status = ?2 WHERE id = ?1 AND status IN ('running', 'awaiting_approval')",
+        rusqlite::params![m.id, if m.waiting { "awaiting_approval" } else { "running" }],
+    )?;
+    Ok(())
+}
+
+store_handler!(write SetRunWaiting => set_run_waiting);
 store_handler!(ListRuns => list_runs);
 store_handler!(write QueueRun => queue_run);
 store_handler!(write StartRun => start_run);

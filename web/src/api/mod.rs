@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use loop_gateway_actors::store::Page;
 
+pub mod approvals;
 pub mod auth;
 pub mod groups;
 pub mod health;
