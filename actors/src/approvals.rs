@@ -1,6 +1,6 @@
 //! Human approval of risky tool calls. `ApprovalDesk` owns the rules (per tool, with
-//! conservative defaults by risk) and one `ApprovalRequest` actor per pending request, which
-//! holds the waiting run's answer channel and its own timeout. A run asks the desk before each
+//! conservative defaults by risk) and starts one `ApprovalRequest` actor per pending request,
+//! which holds the waiting run's answer channel and its own timeout. A run asks the desk before each
 //! tool call; a call that needs a person waits (without blocking a thread) until someone
 //! approves or rejects it, or the timeout applies its action. Requests are persisted: after a
 //! restart their timers are re-armed, and ones that expired meanwhile are resolved at once.
@@ -161,11 +161,20 @@ pub struct DeleteRule {
     pub tool_name: String,
 }
 
-/// A request's timeout (sent by the request actor).
+/// A request was resolved (sent by its actor as it stops).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct TimedOut {
+struct Forget {
     id: String,
+}
+
+/// Resolve a request (a person's decision); `Err` when it was resolved already.
+#[derive(Message)]
+#[rtype(result = "Result<ApprovalRow, ()>")]
+struct Resolve {
+    status: &'static str,
+    by: String,
+    reason: Option<String>,
 }
 
 pub struct ApprovalDesk {
@@ -173,16 +182,9 @@ pub struct ApprovalDesk {
     bus: Addr<EventBus>,
     toolbox: Arc<ToolBox>,
     rules: HashMap<String, RuleRow>,
-    waiting: HashMap<String, Waiting>,
+    /// One actor per request someone may still decide.
+    waiting: HashMap<String, Addr<ApprovalRequest>>,
     restored: Vec<ApprovalRow>,
-}
-
-/// A request someone may still decide.
-struct Waiting {
-    row: ApprovalRow,
-    /// The run waiting for the answer (none for requests restored after a restart).
-    answer: Option<oneshot::Sender<Result<(), String>>>,
-    timer: SpawnHandle,
 }
 
 impl ApprovalDesk {
@@ -230,77 +232,23 @@ impl ApprovalDesk {
         self.toolbox.get(tool).map_or(RiskLevel::High, |t| t.risk)
     }
 
-    /// Record the outcome, answer the run, announce it.
-    fn resolve(
-        &mut self,
-        id: &str,
-        status: &'static str,
-        by: String,
-        reason: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(w) = self.waiting.remove(id) else {
-            return;
-        };
-        ctx.cancel_future(w.timer);
-        let allowed = match status {
-            "approved" => true,
-            "expired" => w.row.timeout_action == "approve",
-            _ => false,
-        };
-        let answer = if allowed {
-            Ok(())
-        } else if status == "expired" {
-            Err(format!(
-                "no one approved the call to {} in time; it was not made",
-                w.row.tool_name
-            ))
-        } else {
-            Err(format!(
-                "a person rejected the call to {}{}",
-                w.row.tool_name,
-                reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ))
-        };
-        self.store.do_send(DecideApproval {
-            id: id.to_string(),
-            status,
-            decided_by: by.clone(),
-            reason: reason.clone(),
-        });
-        if let Some(run) = &w.row.run_id {
-            self.store.do_send(SetRunWaiting {
-                id: run.clone(),
-                waiting: false,
-            });
-        }
-        if let Some(tx) = w.answer {
-            let _ = tx.send(answer);
-        }
-        self.bus.do_send(Publish(GatewayEvent::ApprovalResolved {
-            approval_id: id.to_string(),
-            run_id: w.row.run_id.clone(),
-            tool_name: w.row.tool_name.clone(),
-            status: status.to_string(),
-            decided_by: by,
-            reason,
-            allowed,
-        }));
-    }
-
-    fn arm(
+    fn spawn_request(
         &mut self,
         row: ApprovalRow,
         answer: Option<oneshot::Sender<Result<(), String>>>,
         ctx: &mut Context<Self>,
     ) {
-        let left = Duration::from_millis((row.expires_at - now_ms()).max(0) as u64);
         let id = row.id.clone();
-        let timer = ctx.notify_later(TimedOut { id: id.clone() }, left);
-        self.waiting.insert(id, Waiting { row, answer, timer });
+        let request = ApprovalRequest {
+            row,
+            answer,
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            desk: ctx.address(),
+            resolved: false,
+        }
+        .start();
+        self.waiting.insert(id, request);
     }
 }
 
@@ -310,7 +258,7 @@ impl Actor for ApprovalDesk {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Requests from before a restart: timers re-armed; expired ones resolve at once.
         for row in std::mem::take(&mut self.restored) {
-            self.arm(row, None, ctx);
+            self.spawn_request(row, None, ctx);
         }
     }
 }
@@ -373,7 +321,7 @@ impl Handler<Gate> for ApprovalDesk {
                         risk_level: row.risk_level.clone(),
                         expires_at: crate::time::rfc3339(row.expires_at),
                     }));
-                    act.arm(row, Some(tx), ctx);
+                    act.spawn_request(row, Some(tx), ctx);
                 }
                 async move {
                     if !ok {
@@ -392,68 +340,167 @@ impl Handler<Gate> for ApprovalDesk {
     }
 }
 
-impl Handler<TimedOut> for ApprovalDesk {
+impl Handler<Forget> for ApprovalDesk {
     type Result = ();
 
-    fn handle(&mut self, msg: TimedOut, ctx: &mut Context<Self>) {
-        let action = self
-            .waiting
-            .get(&msg.id)
-            .map(|w| w.row.timeout_action.clone());
-        if let Some(action) = action {
-            self.resolve(
-                &msg.id,
-                "expired",
-                "timeout".into(),
-                Some(format!("timed out; action: {action}")),
-                ctx,
-            );
-        }
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        self.waiting.remove(&msg.id);
     }
 }
 
 impl Handler<Decide> for ApprovalDesk {
     type Result = ResponseActFuture<Self, Result<ApprovalRow, ApprovalError>>;
 
-    fn handle(&mut self, msg: Decide, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Decide, _: &mut Context<Self>) -> Self::Result {
         let status = if msg.approve { "approved" } else { "rejected" };
-        let known = self.waiting.get(&msg.id).map(|w| w.row.clone());
+        let request = self.waiting.get(&msg.id).cloned();
         let store = self.store.clone();
         let id = msg.id.clone();
-        match known {
-            Some(mut row) if row.expires_at > now_ms() => {
-                self.resolve(&msg.id, status, msg.by.clone(), msg.reason.clone(), ctx);
-                row.status = status.into();
-                row.decided_by = Some(msg.by);
-                row.decision_reason = msg.reason;
-                row.decided_at = Some(now_ms());
-                Box::pin(fut::ready(Ok(row)))
-            }
-            _ => Box::pin(
-                async move {
-                    match store
-                        .send(crate::store::approvals::GetApproval { id: id.clone() })
+        Box::pin(
+            async move {
+                if let Some(request) = request {
+                    // A request that stopped meanwhile (its timeout) answers through the store.
+                    if let Ok(Ok(row)) = request
+                        .send(Resolve {
+                            status,
+                            by: msg.by,
+                            reason: msg.reason,
+                        })
                         .await
                     {
-                        Ok(Ok(Some(row))) if row.status == "pending" => {
-                            Err(ApprovalError::Conflict(
-                                "the request has expired; its timeout action applies".into(),
-                            ))
-                        }
-                        Ok(Ok(Some(row))) => Err(ApprovalError::Conflict(format!(
-                            "the request was already decided ({}); nothing changed",
-                            row.status
-                        ))),
-                        Ok(Ok(None)) => Err(ApprovalError::NotFound(format!(
-                            "no approval request with id {id}"
-                        ))),
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(e) => Err(StoreError::Panic(e.to_string()).into()),
+                        return Ok(row);
                     }
                 }
-                .into_actor(self),
-            ),
+                match store
+                    .send(crate::store::approvals::GetApproval { id: id.clone() })
+                    .await
+                {
+                    Ok(Ok(Some(row))) if row.status == "pending" => Err(ApprovalError::Conflict(
+                        "the request has expired; its timeout action applies".into(),
+                    )),
+                    Ok(Ok(Some(row))) => Err(ApprovalError::Conflict(format!(
+                        "the request was already decided ({}); nothing changed",
+                        row.status
+                    ))),
+                    Ok(Ok(None)) => Err(ApprovalError::NotFound(format!(
+                        "no approval request with id {id}"
+                    ))),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(StoreError::Panic(e.to_string()).into()),
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+/// One pending request: it holds the waiting run's answer and its own timeout, and stops once
+/// resolved (a later decision then finds the store's record and gets a 409).
+pub struct ApprovalRequest {
+    row: ApprovalRow,
+    /// The run waiting for the answer (none for requests restored after a restart).
+    answer: Option<oneshot::Sender<Result<(), String>>>,
+    store: Store,
+    bus: Addr<EventBus>,
+    desk: Addr<ApprovalDesk>,
+    resolved: bool,
+}
+
+impl ApprovalRequest {
+    /// Record the outcome, answer the run, announce it, stop.
+    fn resolve(
+        &mut self,
+        status: &'static str,
+        by: String,
+        reason: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Result<ApprovalRow, ()> {
+        if std::mem::replace(&mut self.resolved, true) {
+            return Err(());
         }
+        let allowed = match status {
+            "approved" => true,
+            "expired" => self.row.timeout_action == "approve",
+            _ => false,
+        };
+        let tool = &self.row.tool_name;
+        let answer = if allowed {
+            Ok(())
+        } else if status == "expired" {
+            Err(format!(
+                "no one approved the call to {tool} in time; it was not made"
+            ))
+        } else {
+            Err(format!(
+                "a person rejected the call to {tool}{}",
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ))
+        };
+        self.store.do_send(DecideApproval {
+            id: self.row.id.clone(),
+            status,
+            decided_by: by.clone(),
+            reason: reason.clone(),
+        });
+        if let Some(run) = &self.row.run_id {
+            self.store.do_send(SetRunWaiting {
+                id: run.clone(),
+                waiting: false,
+            });
+        }
+        if let Some(tx) = self.answer.take() {
+            let _ = tx.send(answer);
+        }
+        self.bus.do_send(Publish(GatewayEvent::ApprovalResolved {
+            approval_id: self.row.id.clone(),
+            run_id: self.row.run_id.clone(),
+            tool_name: self.row.tool_name.clone(),
+            status: status.to_string(),
+            decided_by: by.clone(),
+            reason: reason.clone(),
+            allowed,
+        }));
+        self.row.status = status.into();
+        self.row.decided_by = Some(by);
+        self.row.decision_reason = reason;
+        self.row.decided_at = Some(now_ms());
+        ctx.stop();
+        Ok(self.row.clone())
+    }
+}
+
+impl Actor for ApprovalRequest {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Re-armed with what is left after a restart; already past: resolved at once.
+        let left = Duration::from_millis((self.row.expires_at - now_ms()).max(0) as u64);
+        ctx.run_later(left, |act, ctx| {
+            let action = act.row.timeout_action.clone();
+            let _ = act.resolve(
+                "expired",
+                "timeout".into(),
+                Some(format!("timed out; action: {action}")),
+                ctx,
+            );
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.desk.do_send(Forget {
+            id: self.row.id.clone(),
+        });
+    }
+}
+
+impl Handler<Resolve> for ApprovalRequest {
+    type Result = Result<ApprovalRow, ()>;
+
+    fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Self::Result {
+        self.resolve(msg.status, msg.by, msg.reason, ctx)
     }
 }
 
