@@ -570,10 +570,8 @@ impl Handler<UpsertRule> for ApprovalDesk {
             async move { store.send(SaveRule(stored)).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    match res {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(e) => return Err(StoreError::Panic(e.to_string()).into()),
+                    if let Err(e) = crate::store::answered(res) {
+                        return Err(e.into());
                     }
                     let risk = act.tool_risk(&rule.tool_name);
                     act.rules.insert(rule.tool_name.clone(), rule.clone());
@@ -599,10 +597,8 @@ impl Handler<DeleteRule> for ApprovalDesk {
             async move { store.send(DeleteRuleRow { tool_name: name }).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    match res {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(e) => return Err(StoreError::Panic(e.to_string()).into()),
+                    if let Err(e) = crate::store::answered(res) {
+                        return Err(e.into());
                     }
                     act.rules.remove(&msg.tool_name);
                     let risk = act.tool_risk(&msg.tool_name);

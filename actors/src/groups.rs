@@ -375,10 +375,8 @@ impl AgentGroups {
             async move { store.send(SaveGroup(row)).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    match res {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(e) => return Err(StoreError::Panic(e.to_string()).into()),
+                    if let Err(e) = crate::store::answered(res) {
+                        return Err(e.into());
                     }
                     act.budgets.do_send(SetCaps {
                         group_id: group.row.id.clone(),
@@ -465,14 +463,11 @@ impl Handler<DeleteGroup> for AgentGroups {
         Box::pin(
             async move { store.send(DeleteRow { id }).await }
                 .into_actor(self)
-                .map(move |res, act, _| match res {
-                    Ok(Ok(_)) => {
-                        act.groups.remove(&msg.id);
-                        act.budgets.do_send(ForgetGroup { group_id: msg.id });
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => Err(StoreError::Panic(e.to_string()).into()),
+                .map(move |res, act, _| {
+                    crate::store::answered(res)?;
+                    act.groups.remove(&msg.id);
+                    act.budgets.do_send(ForgetGroup { group_id: msg.id });
+                    Ok(())
                 }),
         )
     }

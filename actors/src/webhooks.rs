@@ -290,10 +290,8 @@ impl Webhooks {
             async move { store.send(SaveWebhook(row)).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    match res {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(e) => return Err(StoreError::Panic(e.to_string()).into()),
+                    if let Err(e) = crate::store::answered(res) {
+                        return Err(e.into());
                     }
                     if let Some(old) = previous_token_hash {
                         act.by_token.remove(&old);
@@ -559,13 +557,10 @@ impl Handler<DeleteWebhook> for Webhooks {
         Box::pin(
             async move { store.send(DeleteRow { id }).await }
                 .into_actor(self)
-                .map(move |res, act, _| match res {
-                    Ok(Ok(_)) => {
-                        act.remove(&msg.id);
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(e) => Err(StoreError::Panic(e.to_string()).into()),
+                .map(move |res, act, _| {
+                    crate::store::answered(res)?;
+                    act.remove(&msg.id);
+                    Ok(())
                 }),
         )
     }

@@ -151,6 +151,11 @@ impl StoreReader {
     }
 }
 
+/// The reply of a store message with a mailbox failure folded into the store's error.
+pub fn answered<T>(r: Result<Result<T, StoreError>, MailboxError>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Panic(format!("the store did not answer: {e}")))?
+}
+
 pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let reason = crate::supervise::panic_message(&panic);
