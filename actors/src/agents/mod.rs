@@ -286,8 +286,19 @@ impl Handler<CancelAgentRun> for AgentSupervisor {
         if let Some(run) = self.running.get(&msg.run_id) {
             run.do_send(run::CancelRun);
         } else if let Some(at) = self.queue.iter().position(|p| p.run_id == msg.run_id) {
-            // Dropping its `done` sender tells whoever waits.
+            // Dropping its `done` sender tells whoever waits; the record says what happened.
             self.queue.remove(at);
+            self.ctx.store.do_send(run::finish_record(
+                &msg.run_id,
+                "error",
+                None,
+                Some(("cancelled", "cancelled before it started".into())),
+                None,
+                &Usage::default(),
+                0,
+                0,
+                None,
+            ));
         }
     }
 }

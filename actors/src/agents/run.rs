@@ -150,7 +150,7 @@ fn failed(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_record(
+pub(super) fn finish_record(
     run_id: &str,
     status: &'static str,
     output: Option<String>,
