@@ -325,9 +325,14 @@ impl Handler<Shutdown> for Gateway {
             "shutting down: finishing in-flight requests"
         );
         let web = self.web.clone();
+        let store = self.store.clone();
         Box::pin(
             async move {
                 let _ = web.send(StopServer).await;
+                // Writes still queued (records of runs that just ended) reach the disk first.
+                if let Err(e) = store::answered(store.send(store::Barrier).await) {
+                    tracing::error!(error = %e, "could not flush the last writes");
+                }
             }
             .into_actor(self)
             .map(|_, _, _| {

@@ -179,6 +179,18 @@ fn ping(conn: &mut Connection, _: Ping) -> Result<(), StoreError> {
 
 crate::store_handler!(Ping => ping);
 
+/// Answered once every write sent before it is committed (writes are applied in order):
+/// shutdown waits on it so nothing queued is lost.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Barrier;
+
+fn barrier(_: &Connection, _: Barrier) -> Result<(), StoreError> {
+    Ok(())
+}
+
+crate::store_handler!(write Barrier => barrier);
+
 /// Copy the write-ahead log into the database file without blocking the writer (run
 /// periodically, since the writer does not checkpoint by itself).
 #[derive(Message)]
