@@ -85,12 +85,12 @@ pub fn open(path: &Path, size: u32) -> Result<Pool, StoreError> {
 
 /// The store as the rest of the gateway sees it: `send` and `do_send` like an `Addr`, with
 /// each message routed to where it belongs: reads to a SyncArbiter of readers on pooled
-/// connections (WAL lets them run in parallel), writes to the [`writer::StoreWriter`], which
-/// commits them in batches on the one writer connection.
+/// connections (WAL lets them run in parallel), writes to the [`writer::StoreWriter`] thread,
+/// which commits them in batches on the one writer connection.
 #[derive(Clone)]
 pub struct Store {
     reader: Addr<StoreReader>,
-    writer: Addr<writer::StoreWriter>,
+    writer: writer::StoreWriter,
 }
 
 /// A message the store answers; the `store_handler!` macro says whether it reads or writes.
@@ -236,14 +236,6 @@ macro_rules! store_handler {
         }
     };
     (write $msg:ty => $func:path) => {
-        impl ::actix::Handler<$msg> for $crate::store::writer::StoreWriter {
-            type Result = ::actix::ResponseFuture<<$msg as ::actix::Message>::Result>;
-
-            fn handle(&mut self, msg: $msg, ctx: &mut ::actix::Context<Self>) -> Self::Result {
-                self.submit(ctx, move |conn| $func(conn, msg))
-            }
-        }
-
         impl $crate::store::StoreMessage for $msg {
             fn route(
                 self,
@@ -252,11 +244,15 @@ macro_rules! store_handler {
                 'static,
                 Result<<$msg as ::actix::Message>::Result, ::actix::MailboxError>,
             > {
-                Box::pin(store.writer().send(self))
+                let done = store.writer().submit(move |conn| $func(conn, self));
+                Box::pin(async move { Ok(done.await) })
             }
 
             fn route_no_reply(self, store: &$crate::store::Store) {
-                store.writer().do_send(self)
+                // Queued in order like any write; a failure goes to the log.
+                store
+                    .writer()
+                    .submit_detached(move |conn| $func(conn, self));
             }
         }
     };
@@ -269,7 +265,7 @@ impl Store {
     }
 
     #[doc(hidden)]
-    pub fn writer(&self) -> &Addr<writer::StoreWriter> {
+    pub fn writer(&self) -> &writer::StoreWriter {
         &self.writer
     }
 }
