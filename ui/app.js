@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-let token = sessionStorage.getItem("lg-token");
+// The session lives in an HttpOnly cookie that scripts cannot read; this only says whether
+// we believe we are logged in.
+let token = false;
 let socket = null;
 let retryMs = 1000;
 let retryTimer = null;
@@ -17,8 +19,9 @@ let renderSeq = 0;
 async function api(path, options = {}) {
   const headers = {};
   if (options.body !== undefined) headers["content-type"] = "application/json";
-  if (token) headers.authorization = `Bearer ${token}`;
-  const init = { method: options.method || "GET", headers };
+  // Marks our own requests: the gateway refuses cookie-authenticated changes without it (CSRF).
+  headers["x-requested-with"] = "loop-gateway";
+  const init = { method: options.method || "GET", headers, credentials: "same-origin" };
   if (options.body !== undefined) init.body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
   const res = await fetch(path, init);
   if (res.status === 401 && token && !path.startsWith("/api/auth/login")) { signOut(); throw new Error("Session expired: log in again"); }
@@ -147,8 +150,7 @@ function showAuth(id) {
   for (const id2 of ["#logout", "#live", "#whoami", "#menu"]) $(id2).hidden = true;
 }
 function signOut() {
-  token = null; me = null;
-  sessionStorage.removeItem("lg-token");
+  token = false; me = null;
   if (socket) { socket.onclose = null; socket.close(); socket = null; }
   clearTimeout(retryTimer);
   if (current?.dispose) current.dispose();
@@ -156,9 +158,11 @@ function signOut() {
   start();
 }
 async function start() {
-  if (token) return enter();
+
   try {
     const status = await api("/api/auth/status");
+    // A session cookie from an earlier visit may still be good.
+    if (status.authenticated) { token = true; return enter(); }
     $("#setup-code-label").hidden = !status.setupCodeRequired;
     showAuth(status.setupRequired ? "setup" : "login");
   } catch (e) {
@@ -173,8 +177,7 @@ function bindForm(form, path) {
     form.querySelector(".error").textContent = "";
     try {
       const session = await api(path, { method: "POST", body: data });
-      token = session.token;
-      sessionStorage.setItem("lg-token", token);
+      token = true;
       form.reset();
       enter();
     } catch (e) {
@@ -187,7 +190,7 @@ async function enter() {
     me = await api("/api/auth/me");
   } catch (e) {
     if (!token) return;
-    token = null; sessionStorage.removeItem("lg-token");
+    token = false;
     return start();
   }
   $("#auth").hidden = true; $("#shell").hidden = false;

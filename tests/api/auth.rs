@@ -9,6 +9,7 @@ async fn setup_happens_once_then_conflicts() {
     let status = s.get("/api/auth/status", None).await;
     assert_eq!(status.body["setupRequired"], true);
     assert_eq!(status.body["setupCodeRequired"], false);
+    assert_eq!(status.body["authenticated"], false);
 
     let token = s.setup().await;
     assert_eq!(token.len(), 64);
@@ -166,4 +167,75 @@ async fn beyond_loopback_setup_needs_the_code_from_the_log() {
         s.post("/api/auth/setup", right, None).await.status,
         StatusCode::CREATED
     );
+}
+
+#[actix_rt::test]
+async fn the_dashboard_session_cookie_is_httponly_and_csrf_guarded() {
+    use crate::common::{client, send_raw};
+    let s = TestServer::start();
+    s.setup().await;
+    let login = s.login(ADMIN, PASSWORD).await;
+    let set_cookie = login.header("set-cookie").expect("a session cookie");
+    assert!(set_cookie.starts_with("lg_session="), "{set_cookie}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+
+    // Reads work with the cookie alone.
+    let me = send_raw(
+        client(None)
+            .get(s.url("/api/auth/me"))
+            .insert_header(("cookie", cookie.clone())),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+
+    // A change with only the cookie (what a forged cross-site form would send) is refused...
+    let url = s.url("/api/webhooks");
+    let forged = send_raw(
+        client(None)
+            .post(&url)
+            .insert_header(("cookie", cookie.clone())),
+        "application/json",
+        r#"{"name":"x"}"#,
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(forged.error_code(), "csrf_header_required");
+    // ...and accepted with the dashboard's header.
+    let ok = send_raw(
+        client(None)
+            .post(&url)
+            .insert_header(("cookie", cookie.clone()))
+            .insert_header(("x-requested-with", "loop-gateway")),
+        "application/json",
+        r#"{"name":"x"}"#,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+
+    // Logout ends the session and clears the cookie.
+    let out = send_raw(
+        client(None)
+            .post(s.url("/api/auth/logout"))
+            .insert_header(("cookie", cookie.clone()))
+            .insert_header(("x-requested-with", "loop-gateway")),
+        "application/json",
+        "{}",
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    let after = send_raw(
+        client(None)
+            .get(s.url("/api/auth/me"))
+            .insert_header(("cookie", cookie)),
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
 }

@@ -30,11 +30,34 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// The caller's session, proven by `Authorization: Bearer <token>`.
+/// The session cookie the dashboard uses (HttpOnly, SameSite=Strict): scripts cannot read it.
+pub const SESSION_COOKIE: &str = "lg_session";
+/// Requests that change something with the cookie (not a bearer token) must carry this header
+/// (`X-Requested-With: loop-gateway`): another site's form cannot set it, and without CORS no
+/// other origin's script may, so a forged cross-site request is refused.
+pub const CSRF_HEADER: &str = "x-requested-with";
+
+/// The caller's session, proven by `Authorization: Bearer <token>` or the session cookie.
 #[derive(Debug, Clone)]
 pub struct Authed {
     pub session: SessionInfo,
     pub token_hash: String,
+}
+
+/// The `Set-Cookie` that holds a session token (or, with `None`, ends it).
+pub fn session_cookie(
+    token: Option<&str>,
+    max_age_secs: i64,
+) -> actix_web::cookie::Cookie<'static> {
+    let mut c = actix_web::cookie::Cookie::build(SESSION_COOKIE, token.unwrap_or("").to_string())
+        .path("/")
+        .http_only(true)
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .finish();
+    c.set_max_age(actix_web::cookie::time::Duration::seconds(
+        if token.is_some() { max_age_secs } else { 0 },
+    ));
+    c
 }
 
 impl FromRequest for Authed {
@@ -43,10 +66,35 @@ impl FromRequest for Authed {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer_token(req);
+        let token = match bearer_token(req) {
+            Some(t) => Ok(Some(t)),
+            None => match req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) {
+                Some(t) if !t.is_empty() => {
+                    let safe = matches!(
+                        *req.method(),
+                        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+                    );
+                    let marked = req
+                        .headers()
+                        .get(CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.eq_ignore_ascii_case("loop-gateway"));
+                    if safe || marked {
+                        Ok(Some(t))
+                    } else {
+                        Err(ApiError::new(
+                            actix_web::http::StatusCode::FORBIDDEN,
+                            "csrf_header_required",
+                            "requests authenticated by the session cookie must send X-Requested-With: loop-gateway",
+                        ))
+                    }
+                }
+                _ => Ok(None),
+            },
+        };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let token = token.ok_or_else(|| {
+            let token = token?.ok_or_else(|| {
                 ApiError::unauthorized("send Authorization: Bearer <session token> (log in first)")
             })?;
             let token_hash = hash_token(&token);

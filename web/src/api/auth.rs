@@ -7,7 +7,11 @@ use loop_gateway_actors::{GatewayEvent, Publish};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{hash_token, issue_ticket, new_token, Authed, TICKET_TTL_MS};
+use crate::auth::{hash_token, issue_ticket, new_token, session_cookie, Authed, TICKET_TTL_MS};
+
+fn ttl_secs(state: &AppState) -> i64 {
+    i64::from(state.config.session_ttl_hours) * 3600
+}
 use crate::error::{reply, ApiError};
 use crate::ratelimit::client_ip;
 use crate::state::AppState;
@@ -19,6 +23,8 @@ pub struct AuthStatus {
     setup_required: bool,
     /// True when setup also needs the one-time code printed in the gateway's log.
     setup_code_required: bool,
+    /// Whether the request carries a live session (cookie or bearer token).
+    authenticated: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -68,11 +74,20 @@ async fn setup_required(state: &AppState) -> Result<bool, ApiError> {
 /// Whether first-visit setup is still open.
 #[utoipa::path(tag = "auth", responses((status = 200, body = AuthStatus)))]
 #[get("/auth/status")]
-pub async fn status(state: web::Data<AppState>) -> Result<web::Json<AuthStatus>, ApiError> {
+pub async fn status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<web::Json<AuthStatus>, ApiError> {
     let setup_required = setup_required(&state).await?;
+    // Lets the dashboard learn whether its cookie still holds without a failing request.
+    let authenticated = {
+        use actix_web::FromRequest;
+        Authed::extract(&req).await.is_ok()
+    };
     Ok(web::Json(AuthStatus {
         setup_required,
         setup_code_required: setup_required && state.config.setup_code.is_some(),
+        authenticated,
     }))
 }
 
@@ -172,7 +187,8 @@ pub async fn setup(
     )?;
     tracing::info!(username = %body.username, "admin account created");
     let session = start_session(&state, user_id, body.username).await?;
-    Ok(HttpResponse::Created().json(session))
+    let cookie = session_cookie(Some(&session.token), ttl_secs(&state));
+    Ok(HttpResponse::Created().cookie(cookie).json(session))
 }
 
 /// A bcrypt hash (at the configured cost) of a random value, verified against when the user
@@ -195,7 +211,7 @@ pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<LoginBody>,
-) -> Result<web::Json<SessionToken>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     state.limits.check_login(
         client_ip(&req, &state.config.trusted_proxies),
@@ -219,9 +235,11 @@ pub async fn login(
     .await
     .map_err(|_| ApiError::internal("password check was interrupted"))?;
     match user {
-        Some(user) if verified => Ok(web::Json(
-            start_session(&state, user.id, user.username).await?,
-        )),
+        Some(user) if verified => {
+            let session = start_session(&state, user.id, user.username).await?;
+            let cookie = session_cookie(Some(&session.token), ttl_secs(&state));
+            Ok(HttpResponse::Ok().cookie(cookie).json(session))
+        }
         _ => {
             tracing::warn!(username = %body.username, "failed login");
             Err(ApiError::unauthorized("invalid username or password"))
@@ -244,7 +262,9 @@ pub async fn logout(auth: Authed, state: web::Data<AppState>) -> Result<HttpResp
     state.bus.do_send(Publish(GatewayEvent::Logout {
         username: auth.session.username,
     }));
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::NoContent()
+        .cookie(session_cookie(None, 0))
+        .finish())
 }
 
 /// Who the presented session belongs to.
