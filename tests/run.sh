@@ -9,6 +9,8 @@ log() { printf '\n==> %s\n' "$*"; }
 # System packages the tests use (none are needed by the gateway itself).
 need_apt=()
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
@@ -16,6 +18,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+log "browser test driver (playwright-core, no browser download: it drives Debian's chromium)"
+npm ci --prefix tests/browser --silent --no-audit --no-fund
 
 log "LLM test peers (fakellm, llama.cpp with SmolLM2)"
 tests/peers/install.sh

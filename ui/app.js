@@ -17,6 +17,8 @@ let renderSeq = 0;
 
 // ---------- helpers ----------
 async function api(path, options = {}) {
+  // Logged out: late timers and debounced reloads must not call the API.
+  if (!token && !path.startsWith("/api/auth/")) throw new Error("Not logged in");
   const headers = {};
   if (options.body !== undefined) headers["content-type"] = "application/json";
   // Marks our own requests: the gateway refuses cookie-authenticated changes without it (CSRF).
@@ -1029,6 +1031,9 @@ function viewTools(view, _, ctx) {
 
 // ---------- wiring ----------
 $("#logout").addEventListener("click", async () => {
+  // Stop listening first: the logout's own event must not trigger requests after it.
+  if (socket) { socket.onclose = null; socket.onmessage = null; socket.close(); socket = null; }
+  token = false;
   try { await api("/api/auth/logout", { method: "POST" }); } catch (_) { /* already gone */ }
   signOut();
 });

@@ -8,6 +8,7 @@ mod agents;
 mod approvals;
 mod auth;
 mod bench;
+mod browser;
 mod errors;
 mod groups;
 mod lifecycle;
