@@ -69,6 +69,19 @@ impl Gateway {
         supervision.do_send(AttachBus(bus.clone()));
         // Read what the actors start from before anyone can call them.
         let setup = |e: store::StoreError| StartError::Setup(e.to_string());
+        // Before anything can start a run: runs the last stop left unfinished are marked, so
+        // a run started now is never mistaken for one of them.
+        {
+            let conn = pool.get().map_err(|e| StartError::Setup(e.to_string()))?;
+            let n =
+                store::runs::mark_interrupted_runs(&conn, MarkInterruptedRuns).map_err(setup)?;
+            if n > 0 {
+                tracing::warn!(
+                    runs = n,
+                    "marked runs left unfinished by the last stop as interrupted"
+                );
+            }
+        }
         let (day_start, month_start) =
             window_starts(config.budget_timezone, loop_gateway_actors::time::now_ms());
         let (
@@ -243,19 +256,6 @@ impl Actor for Gateway {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        actix_rt::spawn(async move {
-            match store.send(MarkInterruptedRuns).await {
-                Ok(Ok(n)) if n > 0 => {
-                    tracing::warn!(
-                        runs = n,
-                        "marked runs left unfinished by the last stop as interrupted"
-                    )
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "could not mark interrupted runs"),
-                _ => {}
-            }
-        });
         ctx.run_interval(SESSION_PURGE_EVERY, |act, _| {
             act.store.do_send(PurgeExpiredSessions);
         });

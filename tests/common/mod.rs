@@ -409,9 +409,10 @@ impl Events {
     }
 
     pub async fn next(&mut self, limit: Duration) -> Value {
-        use futures_util::StreamExt;
+        use futures_util::{SinkExt, StreamExt};
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let frame = tokio::time::timeout(limit, self.conn.next())
+            let frame = tokio::time::timeout_at(deadline, self.conn.next())
                 .await
                 .expect("an event in time")
                 .expect("stream open")
@@ -420,7 +421,11 @@ impl Events {
                 awc::ws::Frame::Text(bytes) => {
                     return serde_json::from_slice(&bytes).expect("json")
                 }
-                awc::ws::Frame::Ping(_) | awc::ws::Frame::Pong(_) => continue,
+                // Answer the server's heartbeat, as a browser does, so long waits stay open.
+                awc::ws::Frame::Ping(p) => {
+                    let _ = self.conn.send(awc::ws::Message::Pong(p)).await;
+                }
+                awc::ws::Frame::Pong(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             }
         }
