@@ -1,10 +1,8 @@
 //! Query family: conversations and their message history (Messages API JSON per message).
 
-use actix::prelude::*;
 use rusqlite::{params, Connection};
 
 use super::StoreError;
-use crate::store_handler;
 
 /// Messages to add to a conversation, creating it on first use.
 #[derive(Debug, Clone)]
@@ -13,14 +11,6 @@ pub struct Append {
     pub source: String,
     /// (role, content as a JSON array of blocks)
     pub messages: Vec<(&'static str, String)>,
-}
-
-/// The newest `limit` messages of a conversation, oldest first: (role, content JSON).
-#[derive(Message)]
-#[rtype(result = "Result<Vec<(String, String)>, StoreError>")]
-pub struct LoadHistory {
-    pub conversation_id: String,
-    pub limit: i64,
 }
 
 pub(crate) fn append(
@@ -44,13 +34,7 @@ pub(crate) fn append(
     Ok(())
 }
 
-pub fn load_history(
-    conn: &mut Connection,
-    msg: LoadHistory,
-) -> Result<Vec<(String, String)>, StoreError> {
-    history(conn, &msg.conversation_id, msg.limit)
-}
-
+/// The newest `limit` messages of a conversation, oldest first: (role, content JSON).
 pub(crate) fn history(
     conn: &Connection,
     conversation_id: &str,
@@ -68,5 +52,3 @@ pub(crate) fn history(
     rows.reverse();
     Ok(rows)
 }
-
-store_handler!(LoadHistory => load_history);

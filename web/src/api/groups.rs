@@ -7,7 +7,7 @@ use loop_gateway_actors::groups::{
     CreateGroup, DeleteGroup, GetGroup, GroupError, GroupFields, ListGroups, UpdateGroup,
 };
 use loop_gateway_actors::store::groups::GroupActivitySince;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -26,48 +26,41 @@ impl From<GroupError> for ApiError {
     }
 }
 
-/// Tell "absent" (keep) from `null` (clear).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupBody {
     name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     system_prompt: Option<Option<String>>,
     /// e.g. claude-sonnet-4-5; absent: the gateway's default model.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     model: Option<Option<String>>,
     /// Write-only: stored encrypted, never returned (`hasApiKey`, `apiKeyLast4`); `null` clears.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     api_key: Option<Option<String>>,
     /// anthropic or openai-compatible.
     provider: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     base_url: Option<Option<String>>,
     /// Tools this group may use; absent or null: every enabled tool.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<Vec<String>>)]
     skills: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<u32>)]
     max_iterations: Option<Option<u32>>,
     /// Tokens per day (input + output + cache); null: no cap.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<u64>)]
     budget_max_tokens_day: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<u64>)]
     budget_max_tokens_month: Option<Option<u64>>,
     /// Run this group's agents in containers (used once container mode lands).

@@ -17,6 +17,15 @@ pub mod tools;
 pub mod usage;
 pub mod webhooks;
 
+/// For update bodies: tell an absent field (keep it) from `null` (clear it).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Some(Option::deserialize(d)?))
+}
+
 /// `?limit=&offset=`, shared by every list endpoint.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -8,7 +8,7 @@ use loop_gateway_actors::webhooks::{
     WebhookError, WebhookFields,
 };
 use loop_gateway_actors::GatewayEvent;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::PageQuery;
@@ -35,15 +35,10 @@ pub struct WebhookBody {
     /// Event names to deliver, or `["*"]` for all (default).
     events: Option<Vec<String>>,
     /// Where events are delivered (POST, signed); `null` stops deliveries.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>)]
     target_url: Option<Option<String>>,
     enabled: Option<bool>,
-}
-
-/// Tell "absent" (keep) from `null` (clear).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
 }
 
 impl From<WebhookBody> for WebhookFields {
