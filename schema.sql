@@ -254,3 +254,61 @@ CREATE TABLE approvals (
 );
 CREATE INDEX approvals_status_created ON approvals(status, created_at DESC);
 CREATE INDEX approvals_run ON approvals(run_id);
+
+-- migration: 7
+-- Chat channels. Credentials live in `secrets`: a JSON object sealed with AES-256-GCM
+-- (Secrets service, context `channels.secrets`), never returned. `state` is what a channel
+-- resumes from (Telegram's update offset, an IMAP mailbox's UIDVALIDITY): JSON.
+CREATE TABLE channels (
+    id              TEXT PRIMARY KEY,
+    type            TEXT NOT NULL CHECK (type IN ('telegram', 'email', 'whatsapp')),
+    name            TEXT NOT NULL,
+    config          TEXT NOT NULL,
+    secrets         TEXT,
+    allowed_senders TEXT NOT NULL DEFAULT '[]',
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    state           TEXT,
+    deleted_at      INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+-- A deleted channel keeps its row (its messages refer to it) but frees its name.
+CREATE UNIQUE INDEX channels_name ON channels(name) WHERE deleted_at IS NULL;
+
+-- The inbox: every message a channel received, written before the platform is told it
+-- arrived. (channel_id, external_id) deduplicates redeliveries. Status: `pending` (needs a
+-- run), `replying` (the reply is stored and goes out next), `answered`, `ignored` (sender
+-- not allowed, or not addressed to the bot), `failed` (the reply could not be delivered).
+CREATE TABLE channel_messages (
+    id              INTEGER PRIMARY KEY,
+    channel_id      TEXT NOT NULL REFERENCES channels(id),
+    external_id     TEXT NOT NULL,
+    chat_key        TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    sender_name     TEXT,
+    text            TEXT NOT NULL,
+    meta            TEXT,
+    conversation_id TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'replying', 'answered', 'ignored', 'failed')),
+    ignored_reason  TEXT,
+    run_id          TEXT,
+    reply           TEXT,
+    error           TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    received_at     INTEGER NOT NULL,
+    answered_at     INTEGER,
+    UNIQUE (channel_id, external_id)
+);
+CREATE INDEX channel_messages_open ON channel_messages(status, id)
+    WHERE status IN ('pending', 'replying');
+CREATE INDEX channel_messages_channel ON channel_messages(channel_id, id);
+
+-- Which conversation a chat (Telegram chat, email thread, WhatsApp number) continues;
+-- `/reset` points it at a new one.
+CREATE TABLE channel_conversations (
+    channel_id      TEXT NOT NULL,
+    chat_key        TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, chat_key)
+);

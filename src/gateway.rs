@@ -15,6 +15,7 @@ use agent_runner::{LlmClient, LlmConfig, Provider};
 use loop_gateway_actors::agents::{AgentDefaults, AgentSupervisor, RunContext, RunLimits};
 use loop_gateway_actors::approvals::ApprovalDesk;
 use loop_gateway_actors::budgets::{window_starts, Budgets};
+use loop_gateway_actors::channels::ChannelManager;
 use loop_gateway_actors::groups::AgentGroups;
 use loop_gateway_actors::pricing::Pricing;
 use loop_gateway_actors::skills::{builtin_toolbox, HttpRequestConfig, Skills};
@@ -93,6 +94,10 @@ impl Gateway {
             task_rows,
             rules,
             approvals_pending,
+            channel_rows,
+            channel_last_seen,
+            channel_open,
+            channel_bindings,
         ) = {
             let conn = pool.get().map_err(|e| StartError::Setup(e.to_string()))?;
             (
@@ -104,6 +109,10 @@ impl Gateway {
                 store::tasks::load_tasks(&conn).map_err(setup)?,
                 store::approvals::load_rules(&conn).map_err(setup)?,
                 store::approvals::load_pending(&conn).map_err(setup)?,
+                store::channels::load_channels(&conn).map_err(setup)?,
+                store::channels::last_message_times(&conn).map_err(setup)?,
+                store::channels::load_open_messages(&conn).map_err(setup)?,
+                store::channels::load_bindings(&conn).map_err(setup)?,
             )
         };
         let store = Store::start(pool, usize::from(config.store_threads))
@@ -203,6 +212,19 @@ impl Gateway {
             pending_deliveries,
         );
         let webhooks = start_supervised("webhooks", &supervision, move |_| webhooks);
+        let channels = ChannelManager::new(
+            store.clone(),
+            bus.clone(),
+            agents.clone(),
+            groups.clone(),
+            secrets.clone(),
+            supervision.clone(),
+            channel_rows,
+            channel_last_seen,
+            channel_open,
+            channel_bindings,
+        );
+        let channels = start_supervised("channel_manager", &supervision, move |_| channels);
 
         let web_config = WebConfig {
             host: config.host.clone(),
@@ -230,6 +252,7 @@ impl Gateway {
             budgets,
             tasks,
             approvals,
+            channels,
             config: web_config,
             ticket_key: secrets.derive_key("ws-ticket"),
         })

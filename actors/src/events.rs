@@ -120,6 +120,49 @@ pub enum GatewayEvent {
     Login { username: String },
     #[serde(rename = "auth:logout", rename_all = "camelCase")]
     Logout { username: String },
+    /// A channel received a message (stored before anything else happens to it).
+    #[serde(rename = "message:incoming", rename_all = "camelCase")]
+    MessageIncoming {
+        channel_id: String,
+        channel_type: String,
+        message_id: i64,
+        chat: String,
+        sender: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender_name: Option<String>,
+        text: String,
+        /// `pending` (it will be answered), `replying` (a fixed answer) or `ignored`.
+        status: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ignored_reason: Option<String>,
+    },
+    /// A channel message was answered (or its reply could not be delivered).
+    #[serde(rename = "message:reply", rename_all = "camelCase")]
+    MessageReply {
+        channel_id: String,
+        channel_type: String,
+        message_id: i64,
+        chat: String,
+        reply: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<String>,
+        /// `answered` or `failed`.
+        status: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A channel's connection changed: `connecting|connected|error|stopped`.
+    #[serde(rename = "channel:status", rename_all = "camelCase")]
+    ChannelStatus {
+        channel_id: String,
+        channel_type: String,
+        name: String,
+        status: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl GatewayEvent {
@@ -140,6 +183,9 @@ impl GatewayEvent {
             GatewayEvent::BudgetExceeded { .. } => "budget:exceeded",
             GatewayEvent::Login { .. } => "auth:login",
             GatewayEvent::Logout { .. } => "auth:logout",
+            GatewayEvent::MessageIncoming { .. } => "message:incoming",
+            GatewayEvent::MessageReply { .. } => "message:reply",
+            GatewayEvent::ChannelStatus { .. } => "channel:status",
         }
     }
 
@@ -164,6 +210,9 @@ impl GatewayEvent {
             "budget:exceeded" => "A model call was refused: it would pass an agent group's budget.",
             "auth:login" => "Someone logged in to the gateway.",
             "auth:logout" => "Someone logged out.",
+            "message:incoming" => "A channel received a message (channelId, chat, sender, text, status).",
+            "message:reply" => "A channel message was answered (reply, runId) or its reply failed.",
+            "channel:status" => "A channel connected, failed (error says why), or stopped.",
             _ => "",
         }
     }
@@ -184,6 +233,9 @@ impl GatewayEvent {
         "budget:exceeded",
         "auth:login",
         "auth:logout",
+        "message:incoming",
+        "message:reply",
+        "channel:status",
     ];
 }
 

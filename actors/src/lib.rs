@@ -5,6 +5,7 @@ pub mod agents;
 pub mod approvals;
 pub mod budgets;
 pub mod bus;
+pub mod channels;
 pub mod events;
 pub mod groups;
 pub mod pricing;

@@ -520,6 +520,7 @@ impl LoopTask {
                     metadata: Some(metadata.clone()),
                     max_iterations: None,
                     group: group.clone(),
+                    channel_message: None,
                 };
                 match agents
                     .send(StartAgentRun {

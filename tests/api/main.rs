@@ -9,6 +9,7 @@ mod approvals;
 mod auth;
 mod bench;
 mod browser;
+mod channels;
 mod errors;
 mod groups;
 mod lifecycle;

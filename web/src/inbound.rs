@@ -144,6 +144,7 @@ pub async fn invoke(
                 metadata: Some(metadata),
                 max_iterations: body.max_iterations,
                 group,
+                channel_message: None,
             },
             wait: body.sync,
             // The run lives on this worker's thread: no hops between threads on its way.

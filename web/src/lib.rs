@@ -44,6 +44,7 @@ pub struct WebDeps {
     pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
     pub tasks: Addr<loop_gateway_actors::tasks::LoopTasks>,
     pub approvals: Addr<loop_gateway_actors::approvals::ApprovalDesk>,
+    pub channels: Addr<loop_gateway_actors::channels::ChannelManager>,
     pub config: WebConfig,
     pub ticket_key: [u8; 32],
 }
@@ -78,6 +79,7 @@ impl WebServer {
             groups: deps.groups,
             budgets: deps.budgets,
             tasks: deps.tasks,
+            channels: deps.channels,
             approvals: deps.approvals,
             config: config.clone(),
             limits: limits.clone(),
@@ -107,6 +109,12 @@ impl WebServer {
                         .service(api::approvals::rules)
                         .service(api::approvals::upsert_rule)
                         .service(api::approvals::delete_rule)
+                        .service(api::channels::list)
+                        .service(api::channels::create)
+                        .service(api::channels::get)
+                        .service(api::channels::update)
+                        .service(api::channels::remove)
+                        .service(api::channels::messages)
                         .service(api::groups::list)
                         .service(api::groups::create)
                         .service(api::groups::get)
@@ -144,7 +152,9 @@ impl WebServer {
                     utoipa_actix_web::scope("/webhook")
                         .service(inbound::invoke)
                         .service(inbound::task)
-                        .service(inbound::health),
+                        .service(inbound::health)
+                        .service(api::channels::whatsapp_verify)
+                        .service(api::channels::whatsapp_notify),
                 )
                 .split_for_parts();
             let routes = RouteTable::from_openapi(&doc);

@@ -45,6 +45,7 @@ pub struct AppState {
     pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
     pub tasks: Addr<loop_gateway_actors::tasks::LoopTasks>,
     pub approvals: Addr<loop_gateway_actors::approvals::ApprovalDesk>,
+    pub channels: Addr<loop_gateway_actors::channels::ChannelManager>,
     pub config: Arc<WebConfig>,
     pub limits: Arc<Limiters>,
     /// Signs WebSocket tickets (derived from the gateway secret, never the secret itself).

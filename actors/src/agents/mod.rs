@@ -54,6 +54,8 @@ pub struct RunRequest {
     pub max_iterations: Option<u32>,
     /// The agent group whose prompt, model, key, tools and budget the run uses.
     pub group: Option<crate::groups::RunSettings>,
+    /// The channel message (inbox id) this run answers.
+    pub channel_message: Option<i64>,
 }
 
 /// Start a run. With `wait`, the ticket carries a receiver for its result.

@@ -175,6 +175,7 @@ pub(super) fn finish_record(
         cost_micros,
         llm_calls: i64::from(llm_calls),
         conversation,
+        channel_message: None,
     }
 }
 
@@ -304,7 +305,7 @@ async fn execute(
                     serde_json::to_string(&m.content).unwrap_or_default(),
                 )
             }));
-            let record = finish_record(
+            let mut record = finish_record(
                 &run_id,
                 "complete",
                 Some(o.text.clone()),
@@ -319,6 +320,7 @@ async fn execute(
                     messages: appended,
                 }),
             );
+            record.channel_message = request.channel_message;
             let result = RunResult {
                 run_id: run_id.clone(),
                 conversation_id: conversation_id.clone(),

@@ -14,6 +14,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
 pub mod approvals;
+pub mod channels;
 pub mod conversations;
 pub mod counters;
 pub mod groups;

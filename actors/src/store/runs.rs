@@ -191,6 +191,8 @@ pub struct FinishRun {
     pub llm_calls: i64,
     /// Messages to append to the run's conversation (the user's turn and what the run added).
     pub conversation: Option<super::conversations::Append>,
+    /// The channel message this run answers: its reply (the output) is stored with the run.
+    pub channel_message: Option<i64>,
 }
 
 /// One model call (any attempt, failed ones too).
@@ -314,6 +316,9 @@ pub fn finish_run(conn: &Connection, msg: FinishRun) -> Result<(), StoreError> {
     let now = now_ms();
     if let Some(append) = &msg.conversation {
         super::conversations::append(tx, append, Some(&msg.id), now)?;
+    }
+    if let (Some(message), Some(output)) = (msg.channel_message, &msg.output) {
+        super::channels::attach_run_reply(tx, message, &msg.id, output)?;
     }
     tx.prepare_cached(
         "UPDATE agent_runs SET status = ?2, output = ?3, error = ?4, error_code = ?5,

@@ -15,6 +15,7 @@ const SEALED: &[(&str, &str, &str, &str)] = &[
         "webhooks.signing_secret",
     ),
     ("agent_groups", "id", "api_key", "agent_groups.api_key"),
+    ("channels", "id", "secrets", "channels.secrets"),
 ];
 
 /// Re-encrypt every sealed value from `old` to `new` in one transaction; returns how many.

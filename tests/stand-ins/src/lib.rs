@@ -6,6 +6,11 @@
 //!   request it received.
 //! - [`HttpTarget`]: a plain server for the http_request tool (answers, redirects).
 //! - [`Receiver`]: a webhook receiver that records deliveries and can fail the first few.
+//! - [`TelegramBotApi`]: the Telegram Bot API (`/bot<token>/<method>`): long-polled
+//!   getUpdates with offsets and 409 conflicts, sendMessage with the server's entity parsing,
+//!   429 flood control, webhooks, callback queries.
+//! - [`WhatsAppGraph`]: the WhatsApp Cloud API on Graph (`POST /{version}/{phone}/messages`),
+//!   with helpers for its webhook notifications and their `X-Hub-Signature-256`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,7 +20,11 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
 mod messages;
+pub mod telegram;
+pub mod whatsapp;
 pub use messages::{MessagesApi, Reply};
+pub use telegram::{ChatAction, ChatSpec, Inbound, Pushed, SentMessage, TelegramBotApi, UserSpec};
+pub use whatsapp::{WaSent, WhatsAppGraph};
 
 /// The line `loop-gateway` prints on stdout once it listens.
 pub const LISTENING: &str = "loop-gateway listening on http://";

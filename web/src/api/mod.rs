@@ -9,6 +9,7 @@ use loop_gateway_actors::store::Page;
 
 pub mod approvals;
 pub mod auth;
+pub mod channels;
 pub mod groups;
 pub mod health;
 pub mod runs;

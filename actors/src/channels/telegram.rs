@@ -1,0 +1,394 @@
+//! `TelegramChannel`: a bot over the Bot API (teloxide), by long polling. The update offset
+//! is saved with the messages it covers, before the next `getUpdates` confirms them to
+//! Telegram, so a crash neither loses nor repeats an update.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{json, Value};
+use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
+use teloxide::requests::Requester;
+use teloxide::types::{
+    AllowedUpdate, ChatAction, ChatId, Me, Message, MessageId, ParseMode, ReplyParameters,
+    UpdateKind,
+};
+use teloxide::{ApiError, Bot, RequestError};
+
+use super::config::{GroupMode, TelegramSettings};
+use super::format::{markdown_to_telegram_html, split_message};
+use super::{
+    report, ChannelManager, ChannelStart, Deliver, DeliverError, Incoming, Received, Retire,
+    Status, Typing,
+};
+
+/// Telegram's limit for one message's text.
+const TEXT_LIMIT: usize = 4096;
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+pub struct TelegramChannel {
+    id: String,
+    generation: u64,
+    settings: TelegramSettings,
+    offset: Option<i32>,
+    manager: Addr<ChannelManager>,
+    bot: Bot,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    retired: bool,
+}
+
+fn http_client(poll_timeout: u32) -> reqwest::Client {
+    // Long polls hold the request for `poll_timeout`: the client must wait longer than that.
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(u64::from(poll_timeout) + 15))
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default()
+}
+
+pub(super) fn limiter(per_minute: u32) -> Arc<DefaultDirectRateLimiter> {
+    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    // A burst of a few messages is fine; the rate holds over the minute.
+    let burst = NonZeroU32::new(per_minute.get().clamp(1, 5)).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::direct(
+        Quota::per_minute(per_minute).allow_burst(burst),
+    ))
+}
+
+impl TelegramChannel {
+    pub fn new(start: ChannelStart<TelegramSettings>) -> Self {
+        let s = start.settings;
+        let url = reqwest::Url::parse(&s.api_base_url)
+            .unwrap_or_else(|_| reqwest::Url::parse("https://api.telegram.org").expect("valid"));
+        let bot = Bot::with_client(s.bot_token.clone(), http_client(s.poll_timeout_seconds))
+            .set_api_url(url);
+        let offset = start
+            .state
+            .as_ref()
+            .and_then(|st| st.get("offset"))
+            .and_then(Value::as_i64)
+            .and_then(|o| i32::try_from(o).ok());
+        TelegramChannel {
+            id: start.channel_id,
+            generation: start.generation,
+            limiter: limiter(s.outbound_per_minute),
+            settings: s,
+            offset,
+            manager: start.manager,
+            bot,
+            retired: false,
+        }
+    }
+}
+
+impl Actor for TelegramChannel {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
+        let poller = Poller {
+            id: self.id.clone(),
+            generation: self.generation,
+            bot: self.bot.clone(),
+            manager: self.manager.clone(),
+            settings: self.settings.clone(),
+            api_base_url: self.settings.api_base_url.clone(),
+        };
+        let offset = self.offset;
+        ctx.spawn(poller.run(offset).into_actor(self));
+    }
+}
+
+impl actix::Supervised for TelegramChannel {}
+
+impl Handler<Retire> for TelegramChannel {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retired = true;
+        ctx.stop();
+    }
+}
+
+/// Why a Bot API call failed, in words for the channel's status.
+fn describe(e: &RequestError, base: &str) -> String {
+    match e {
+        RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => {
+            "Telegram answered 409 Conflict: another program is polling this bot \
+             (stop the other instance, or use a different bot token)"
+                .into()
+        }
+        RequestError::Api(ApiError::CantGetUpdates) => {
+            "a webhook is set for this bot, so Telegram refuses polling".into()
+        }
+        RequestError::Api(ApiError::InvalidToken) => {
+            "Telegram refused the bot token (401 Unauthorized): check botToken".into()
+        }
+        RequestError::Api(ApiError::Unknown(text)) if text.contains("Unauthorized") => {
+            "Telegram refused the bot token (401 Unauthorized): check botToken".into()
+        }
+        RequestError::RetryAfter(s) => format!(
+            "rate limited by Telegram (429); retrying in {} s",
+            s.duration().as_secs()
+        ),
+        RequestError::Network(n) => format!("cannot reach the Bot API at {base}: {n}"),
+        other => format!("Bot API error: {other}"),
+    }
+}
+
+struct Poller {
+    id: String,
+    generation: u64,
+    bot: Bot,
+    manager: Addr<ChannelManager>,
+    settings: TelegramSettings,
+    api_base_url: String,
+}
+
+impl Poller {
+    fn status(&self, status: Status, error: Option<String>) {
+        report(&self.id, self.generation, &self.manager, status, error);
+    }
+
+    async fn run(self, mut offset: Option<i32>) {
+        let mut backoff = BACKOFF_START;
+        let mut me: Option<Me> = None;
+        loop {
+            let who = match &me {
+                Some(m) => m.clone(),
+                None => match self.bot.get_me().await {
+                    Ok(m) => {
+                        // Polling and a webhook exclude each other: polling wins here.
+                        let _ = self.bot.delete_webhook().await;
+                        me = Some(m.clone());
+                        m
+                    }
+                    Err(e) => {
+                        self.status(Status::Error, Some(describe(&e, &self.api_base_url)));
+                        backoff = self.pause(&e, backoff).await;
+                        continue;
+                    }
+                },
+            };
+            let mut request = self
+                .bot
+                .get_updates()
+                .timeout(self.settings.poll_timeout_seconds)
+                .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
+            if let Some(o) = offset {
+                request = request.offset(o);
+            }
+            let updates = match request.await {
+                Ok(u) => u,
+                Err(e) => {
+                    self.status(Status::Error, Some(describe(&e, &self.api_base_url)));
+                    if matches!(e, RequestError::Api(ApiError::CantGetUpdates)) {
+                        let _ = self.bot.delete_webhook().await;
+                    }
+                    backoff = self.pause(&e, backoff).await;
+                    continue;
+                }
+            };
+            self.status(Status::Connected, None);
+            backoff = BACKOFF_START;
+            let Some(last) = updates.last().map(|u| u.id.0) else {
+                continue;
+            };
+            let next = i32::try_from(last).unwrap_or(i32::MAX).saturating_add(1);
+            let messages: Vec<Incoming> = updates
+                .iter()
+                .filter_map(|u| match &u.kind {
+                    UpdateKind::Message(m) => Some(incoming(m, &who, &self.settings)),
+                    _ => None,
+                })
+                .collect();
+            // Stored (with the offset) before the next poll confirms them to Telegram.
+            let stored = self
+                .manager
+                .send(Received {
+                    channel_id: self.id.clone(),
+                    messages,
+                    state: Some(json!({ "offset": next })),
+                })
+                .await;
+            match stored {
+                Ok(Ok(())) => offset = Some(next),
+                Ok(Err(e)) => {
+                    self.status(Status::Error, Some(format!("cannot store messages: {e}")));
+                    tokio::time::sleep(BACKOFF_START).await;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Wait before the next attempt: what Telegram asked for, or an exponential backoff.
+    async fn pause(&self, e: &RequestError, backoff: Duration) -> Duration {
+        let wait = match e {
+            RequestError::RetryAfter(s) => s.duration(),
+            _ => backoff,
+        };
+        tokio::time::sleep(wait).await;
+        (backoff * 2).min(BACKOFF_MAX)
+    }
+}
+
+/// A Telegram message as the manager sees it.
+fn incoming(m: &Message, me: &Me, settings: &TelegramSettings) -> Incoming {
+    let from = m.from.as_ref();
+    let mut sender_ids = Vec::new();
+    if let Some(u) = from {
+        sender_ids.push(u.id.0.to_string());
+        if let Some(name) = &u.username {
+            sender_ids.push(format!("@{name}"));
+        }
+    }
+    let bot_name = me.user.username.clone().unwrap_or_default();
+    let mention = format!("@{}", bot_name.to_lowercase());
+    let raw = m.text().or_else(|| m.caption()).unwrap_or_default();
+    let private = m.chat.is_private();
+    let replied_to_bot = m
+        .reply_to_message()
+        .and_then(|r| r.from.as_ref())
+        .is_some_and(|u| u.id == me.user.id);
+    let mentioned = !bot_name.is_empty() && raw.to_lowercase().contains(&mention);
+    let addressed = private || settings.group_mode == GroupMode::All || mentioned || replied_to_bot;
+    // The mention is how the person called the bot, not part of the question.
+    let text = if mentioned {
+        strip_mention(raw, &mention)
+    } else {
+        raw.to_string()
+    };
+    Incoming {
+        external_id: format!("{}:{}", m.chat.id.0, m.id.0),
+        chat_key: m.chat.id.0.to_string(),
+        sender: from.map_or_else(|| m.chat.id.0.to_string(), |u| u.id.0.to_string()),
+        sender_name: from.map(|u| u.full_name()),
+        sender_ids,
+        text,
+        meta: Some(json!({
+            "messageId": m.id.0,
+            "private": private,
+        })),
+        addressed,
+        unsupported: m
+            .text()
+            .is_none()
+            .then(|| "unsupported_message_type".to_string()),
+    }
+}
+
+fn strip_mention(text: &str, mention_lower: &str) -> String {
+    let lower = text.to_lowercase();
+    match lower.find(mention_lower) {
+        // Lowercasing can change byte lengths outside ASCII: only cut when it did not.
+        Some(i) if lower.len() == text.len() => {
+            let mut out = String::with_capacity(text.len());
+            out.push_str(&text[..i]);
+            out.push_str(&text[i + mention_lower.len()..]);
+            out.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
+        _ => text.to_string(),
+    }
+}
+
+fn deliver_error(e: RequestError, base: &str) -> DeliverError {
+    match e {
+        RequestError::RetryAfter(s) => DeliverError::Retry {
+            after: s.duration(),
+            reason: describe(&RequestError::RetryAfter(s), base),
+        },
+        RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
+            DeliverError::Retry {
+                after: Duration::from_secs(2),
+                reason: describe(&e, base),
+            }
+        }
+        RequestError::Api(ApiError::Unknown(text)) => DeliverError::Retry {
+            after: Duration::from_secs(5),
+            reason: format!("Bot API error: {text}"),
+        },
+        other => DeliverError::Permanent(describe(&other, base)),
+    }
+}
+
+impl Handler<Deliver> for TelegramChannel {
+    type Result = ResponseFuture<Result<(), DeliverError>>;
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> Self::Result {
+        let bot = self.bot.clone();
+        let limiter = self.limiter.clone();
+        let base = self.settings.api_base_url.clone();
+        Box::pin(async move {
+            let chat: i64 = msg
+                .chat_key
+                .parse()
+                .map_err(|_| DeliverError::Permanent(format!("bad chat id {}", msg.chat_key)))?;
+            let meta = msg.meta.unwrap_or_default();
+            // In groups the reply quotes the question, so people see what it answers.
+            let reply_to = meta
+                .get("messageId")
+                .and_then(Value::as_i64)
+                .filter(|_| meta.get("private").and_then(Value::as_bool) == Some(false))
+                .and_then(|id| i32::try_from(id).ok());
+            for (n, part) in split_message(&msg.text, TEXT_LIMIT).into_iter().enumerate() {
+                limiter.until_ready().await;
+                let html = markdown_to_telegram_html(&part);
+                let mut rich = bot.send_message(ChatId(chat), &html);
+                let mut plain = bot.send_message(ChatId(chat), &part);
+                if let (0, Some(id)) = (n, reply_to) {
+                    rich = rich.reply_parameters(ReplyParameters::new(MessageId(id)));
+                    plain = plain.reply_parameters(ReplyParameters::new(MessageId(id)));
+                }
+                let sent = if html.chars().map(char::len_utf16).sum::<usize>() <= TEXT_LIMIT {
+                    match rich.parse_mode(ParseMode::Html).await {
+                        // The markup was refused: the words still matter more than the looks.
+                        Err(RequestError::Api(ApiError::CantParseEntities(_))) => plain.await,
+                        other => other,
+                    }
+                } else {
+                    plain.await
+                };
+                sent.map_err(|e| deliver_error(e, &base))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Typing> for TelegramChannel {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
+        let Ok(chat) = msg.chat_key.parse::<i64>() else {
+            return;
+        };
+        let bot = self.bot.clone();
+        ctx.spawn(
+            async move {
+                let _ = bot.send_chat_action(ChatId(chat), ChatAction::Typing).await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_stripped() {
+        assert_eq!(
+            strip_mention("@Loop_Bot what time?", "@loop_bot"),
+            "what time?"
+        );
+        assert_eq!(strip_mention("hey @loop_bot, hi", "@loop_bot"), "hey , hi");
+    }
+}
