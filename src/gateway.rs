@@ -144,6 +144,7 @@ impl Gateway {
             llm_config(config),
             toolbox.clone(),
             group_rows,
+            channel_bindings,
         )
         .map_err(StartError::Setup)?;
         let groups = start_supervised("agent_groups", &supervision, move |_| groups);
@@ -222,7 +223,6 @@ impl Gateway {
             channel_rows,
             channel_last_seen,
             channel_open,
-            channel_bindings,
         );
         let channels = start_supervised("channel_manager", &supervision, move |_| channels);
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::budgets::{Budgets, ForgetGroup, SetCaps};
 use crate::secrets::SecretBox;
-use crate::store::groups::{DeleteGroup as DeleteRow, GroupRow, SaveGroup};
+use crate::store::groups::{BindChannel, DeleteGroup as DeleteRow, GroupRow, SaveGroup};
 use crate::store::{Store, StoreError};
 use crate::time::{now_ms, rfc3339};
 
@@ -167,6 +167,7 @@ impl AgentGroups {
         base_llm: LlmConfig,
         toolbox: Arc<ToolBox>,
         rows: Vec<GroupRow>,
+        bindings: HashMap<String, String>,
     ) -> Result<Self, String> {
         let mut me = Self {
             store,
@@ -192,6 +193,11 @@ impl AgentGroups {
                 month: group.row.budget_max_tokens_month,
             });
             me.groups.insert(group.row.id.clone(), group);
+        }
+        for (channel, group) in bindings {
+            if let Some(g) = me.groups.get_mut(&group) {
+                g.channels.push(channel);
+            }
         }
         Ok(me)
     }
@@ -470,6 +476,120 @@ impl Handler<DeleteGroup> for AgentGroups {
                     Ok(())
                 }),
         )
+    }
+}
+
+/// Bind a channel to a group (moving it from any other group): its runs use the group's
+/// prompt, model, key, tools and budget.
+#[derive(Message)]
+#[rtype(result = "Result<GroupView, GroupError>")]
+pub struct AssignChannel {
+    pub group_id: String,
+    pub channel_id: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<GroupView, GroupError>")]
+pub struct UnassignChannel {
+    pub group_id: String,
+    pub channel_id: String,
+}
+
+/// The settings of the group a channel is bound to (`None`: the gateway's defaults).
+#[derive(Message)]
+#[rtype(result = "Option<RunSettings>")]
+pub struct ResolveChannelGroup {
+    pub channel_id: String,
+}
+
+/// A channel was deleted: forget its binding (the store already did).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetChannel {
+    pub channel_id: String,
+}
+
+impl Handler<AssignChannel> for AgentGroups {
+    type Result = ResponseActFuture<Self, Result<GroupView, GroupError>>;
+
+    fn handle(&mut self, msg: AssignChannel, _: &mut Context<Self>) -> Self::Result {
+        if !self.groups.contains_key(&msg.group_id) {
+            return Box::pin(fut::ready(Err(GroupError::NotFound(msg.group_id))));
+        }
+        let write = self.store.send(BindChannel {
+            channel_id: msg.channel_id.clone(),
+            group_id: Some(msg.group_id.clone()),
+        });
+        Box::pin(
+            async move { crate::store::answered(write.await) }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    for g in act.groups.values_mut() {
+                        g.channels.retain(|c| *c != msg.channel_id);
+                    }
+                    let g = act
+                        .groups
+                        .get_mut(&msg.group_id)
+                        .ok_or_else(|| GroupError::NotFound(msg.group_id.clone()))?;
+                    g.channels.push(msg.channel_id);
+                    Ok(Self::view(g))
+                }),
+        )
+    }
+}
+
+impl Handler<UnassignChannel> for AgentGroups {
+    type Result = ResponseActFuture<Self, Result<GroupView, GroupError>>;
+
+    fn handle(&mut self, msg: UnassignChannel, _: &mut Context<Self>) -> Self::Result {
+        let Some(g) = self.groups.get(&msg.group_id) else {
+            return Box::pin(fut::ready(Err(GroupError::NotFound(msg.group_id))));
+        };
+        if !g.channels.contains(&msg.channel_id) {
+            return Box::pin(fut::ready(Err(GroupError::NotFound(format!(
+                "channel {} is not bound to this group",
+                msg.channel_id
+            )))));
+        }
+        let write = self.store.send(BindChannel {
+            channel_id: msg.channel_id.clone(),
+            group_id: None,
+        });
+        Box::pin(
+            async move { crate::store::answered(write.await) }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    let g = act
+                        .groups
+                        .get_mut(&msg.group_id)
+                        .ok_or_else(|| GroupError::NotFound(msg.group_id.clone()))?;
+                    g.channels.retain(|c| *c != msg.channel_id);
+                    Ok(Self::view(g))
+                }),
+        )
+    }
+}
+
+impl Handler<ResolveChannelGroup> for AgentGroups {
+    type Result = Option<RunSettings>;
+
+    fn handle(&mut self, msg: ResolveChannelGroup, _: &mut Context<Self>) -> Self::Result {
+        self.groups
+            .values()
+            .find(|g| g.channels.contains(&msg.channel_id))
+            .map(|g| g.settings.clone())
+    }
+}
+
+impl Handler<ForgetChannel> for AgentGroups {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetChannel, _: &mut Context<Self>) {
+        for g in self.groups.values_mut() {
+            g.channels.retain(|c| *c != msg.channel_id);
+        }
     }
 }
 

@@ -495,3 +495,88 @@ async fn whatsapp_cloud_webhook_is_verified_signed_and_answered() {
     );
     assert_eq!(page.body["messages"][0]["senderName"], "Ann");
 }
+
+#[actix_rt::test]
+async fn a_channel_bound_to_a_group_uses_its_agent_and_budget() {
+    let llm = MessagesApi::start();
+    let tg = TelegramBotApi::start(TOKEN);
+    let s = TestServer::with_llm(&llm.url, &[]);
+    let session = s.setup().await;
+    let mut events = Events::connect(&s, &session).await;
+    let channel = create_telegram(&s, &session, &tg, json!({})).await;
+    connected(&mut events, &channel).await;
+    let group = s
+        .post(
+            "/api/agent-groups",
+            json!({"name": "support", "systemPrompt": "You are the support desk.",
+                   "model": "claude-haiku-4-5", "apiKey": "sk-ant-group-key-123456"}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(group.status, StatusCode::CREATED, "{}", group.body);
+    let group_id = group.body["id"].as_str().unwrap().to_string();
+    let assigned = s
+        .post(
+            &format!("/api/agent-groups/{group_id}/assign/{channel}"),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.body);
+    assert_eq!(assigned.body["channels"], json!([channel]));
+
+    tg.push(Inbound::new(ChatSpec::Private, alice(), "help me"));
+    tg.wait_for_sent(1, WAIT).await;
+    let seen = &llm.requests()[0];
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-group-key-123456"));
+    assert_eq!(seen.json()["model"], "claude-haiku-4-5");
+    assert_eq!(seen.json()["system"], "You are the support desk.");
+
+    // The group's budget runs out: the person gets a polite notice, not silence.
+    let capped = s
+        .put_json(
+            &format!("/api/agent-groups/{group_id}"),
+            json!({"budgetMaxTokensDay": 10}),
+            &session,
+        )
+        .await;
+    assert_eq!(capped.status, StatusCode::OK, "{}", capped.body);
+    let calls = llm.request_count();
+    tg.push(Inbound::new(ChatSpec::Private, alice(), "one more thing"));
+    let sent = tg.wait_for_sent(2, WAIT).await;
+    assert!(
+        sent[1].plain_text.contains("budget"),
+        "{}",
+        sent[1].plain_text
+    );
+    assert_eq!(llm.request_count(), calls, "no model call past the budget");
+
+    // A group with a bound channel is not deleted by accident.
+    let refused = s
+        .delete(&format!("/api/agent-groups/{group_id}"), Some(&session))
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    let unassigned = s
+        .post(
+            &format!("/api/agent-groups/{group_id}/unassign/{channel}"),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(unassigned.status, StatusCode::OK, "{}", unassigned.body);
+    assert_eq!(unassigned.body["channels"], json!([]));
+    let again = s
+        .post(
+            &format!("/api/agent-groups/{group_id}/unassign/{channel}"),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    // Unbound, the channel answers with the gateway's defaults again.
+    tg.push(Inbound::new(ChatSpec::Private, alice(), "back to normal?"));
+    tg.wait_for_sent(3, WAIT).await;
+    let seen = llm.requests().last().unwrap().clone();
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-test-key-0123456789"));
+}

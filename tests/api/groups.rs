@@ -380,6 +380,18 @@ async fn rotate_key_re_encrypts_every_secret() {
     let mut s = TestServer::with_llm(&llm.url, &[]);
     let (session, token) = s.ready_webhook().await;
     let g = create_group(&s, &session, json!({"name": "keyed", "apiKey": GROUP_KEY})).await;
+    // Channel credentials are sealed too.
+    let channel = s
+        .post(
+            "/api/channels",
+            json!({"type": "whatsapp", "name": "wa", "config": {"mode": "cloud",
+                "phoneNumberId": "1", "accessToken": "t", "appSecret": "a",
+                "verifyToken": "verify-after-rotation", "graphBaseUrl": "http://127.0.0.1:9"}}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(channel.status, StatusCode::CREATED, "{}", channel.body);
+    let channel_id = channel.body["id"].as_str().unwrap().to_string();
     assert!(s.terminate().success());
     let key_path = s.data_dir().join("secret.key");
     let old_key = std::fs::read_to_string(&key_path).unwrap();
@@ -390,7 +402,7 @@ async fn rotate_key_re_encrypts_every_secret() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 secret(s) re-encrypted"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 secret(s) re-encrypted"));
     let new_key = std::fs::read_to_string(&key_path).unwrap();
     assert_ne!(old_key.trim(), new_key.trim());
     assert!(!s.data_dir().join("secret.key.new").exists());
@@ -414,6 +426,13 @@ async fn rotate_key_re_encrypts_every_secret() {
         llm.requests().last().unwrap().header("x-api-key"),
         Some(GROUP_KEY)
     );
+    let verified = s
+        .get(
+            &format!("/webhook/whatsapp/{channel_id}?hub.mode=subscribe&hub.verify_token=verify-after-rotation&hub.challenge=42"),
+            None,
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK);
 
     // A wrong key is refused without touching anything.
     assert!(s.terminate().success());

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::agents::{AgentSupervisor, RunRequest, StartAgentRun, StartRunError};
 use crate::bus::{EventBus, Publish};
 use crate::events::GatewayEvent;
-use crate::groups::{AgentGroups, ResolveGroup};
+use crate::groups::{AgentGroups, ForgetChannel, ResolveChannelGroup};
 use crate::secrets::SecretBox;
 use crate::store::channels::{
     ChannelMessageCounts, ChannelRow, CloseMessage, CountAttempt, DeleteChannel as DeleteRow,
@@ -365,14 +365,12 @@ pub struct ChannelManager {
     secrets: SecretBox,
     supervision: Addr<Supervision>,
     channels: HashMap<String, Channel>,
-    /// Channel id → the agent group it is bound to.
-    bindings: HashMap<String, String>,
     lanes: HashMap<(String, String), Lane>,
     open_at_start: Vec<InboxRow>,
 }
 
 impl ChannelManager {
-    /// `rows`, `last_seen`, `open` and `bindings` are read at start-up.
+    /// `rows`, `last_seen` and `open` are read at start-up.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
@@ -384,7 +382,6 @@ impl ChannelManager {
         rows: Vec<ChannelRow>,
         last_seen: HashMap<String, i64>,
         open: Vec<InboxRow>,
-        bindings: HashMap<String, String>,
     ) -> Self {
         let mut channels = HashMap::new();
         for row in rows {
@@ -435,7 +432,6 @@ impl ChannelManager {
             secrets,
             supervision,
             channels,
-            bindings,
             lanes: HashMap::new(),
             open_at_start: open,
         }
@@ -702,7 +698,6 @@ impl ChannelManager {
             agents: self.agents.clone(),
             groups: self.groups.clone(),
             bus: self.bus.clone(),
-            group_id: self.bindings.get(&key.0).cloned(),
             kind: ch.row.kind.clone(),
             link,
         };
@@ -757,7 +752,6 @@ struct Work {
     agents: Addr<AgentSupervisor>,
     groups: Addr<AgentGroups>,
     bus: Addr<EventBus>,
-    group_id: Option<String>,
     kind: String,
     link: ChannelLink,
 }
@@ -851,15 +845,15 @@ impl Work {
     /// Run the agent on a message; the reply is stored when this returns `Some`. `None`: the
     /// gateway is at its run limit, try later.
     async fn run(&self, row: &InboxRow) -> Result<Option<String>, StoreError> {
-        let group = match &self.group_id {
-            Some(id) => self
-                .groups
-                .send(ResolveGroup { id: id.clone() })
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
+        // The group the channel is bound to now (bindings can change while messages wait).
+        let group = self
+            .groups
+            .send(ResolveChannelGroup {
+                channel_id: row.channel_id.clone(),
+            })
+            .await
+            .ok()
+            .flatten();
         let metadata = serde_json::json!({
             "channelId": row.channel_id,
             "channelType": self.kind,
@@ -1164,7 +1158,9 @@ impl Handler<RemoveChannel> for ChannelManager {
                         error: None,
                     }));
                 }
-                act.bindings.remove(&id);
+                act.groups.do_send(ForgetChannel {
+                    channel_id: id.clone(),
+                });
                 act.lanes.retain(|(c, _), _| *c != id);
                 Ok(())
             },

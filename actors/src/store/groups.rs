@@ -55,6 +55,32 @@ pub struct GroupActivity {
     pub cost_micros: i64,
 }
 
+/// Bind a channel to a group (`None`: unbind). A channel belongs to at most one group.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct BindChannel {
+    pub channel_id: String,
+    pub group_id: Option<String>,
+}
+
+pub fn bind_channel(conn: &Connection, msg: BindChannel) -> Result<(), StoreError> {
+    match msg.group_id {
+        Some(group) => conn.execute(
+            "INSERT INTO group_channels (channel_id, group_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(channel_id) DO UPDATE SET group_id = excluded.group_id,
+                 created_at = excluded.created_at",
+            params![msg.channel_id, group, crate::time::now_ms()],
+        )?,
+        None => conn.execute(
+            "DELETE FROM group_channels WHERE channel_id = ?1",
+            params![msg.channel_id],
+        )?,
+    };
+    Ok(())
+}
+
+store_handler!(write BindChannel => bind_channel);
+
 const COLUMNS: &str = "id, name, description, system_prompt, model, provider, base_url, api_key,
     api_key_hint, skills, max_iterations, budget_max_tokens_day, budget_max_tokens_month,
     container_isolation, created_at, updated_at";

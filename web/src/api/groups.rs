@@ -3,8 +3,10 @@
 
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use loop_gateway_actors::budgets::{window_starts, GetBudget};
+use loop_gateway_actors::channels::GetChannel;
 use loop_gateway_actors::groups::{
-    CreateGroup, DeleteGroup, GetGroup, GroupError, GroupFields, ListGroups, UpdateGroup,
+    AssignChannel, CreateGroup, DeleteGroup, GetGroup, GroupError, GroupFields, ListGroups,
+    UnassignChannel, UpdateGroup,
 };
 use loop_gateway_actors::store::groups::GroupActivitySince;
 use serde::Deserialize;
@@ -231,45 +233,59 @@ pub async fn stats(
     })))
 }
 
-/// Bind a channel to this group (channels arrive with the channels feature; until then every
-/// channel id is unknown).
-#[utoipa::path(tag = "agent groups", security(("session" = [])), responses((status = 404, body = crate::error::ErrorBody)))]
+/// Bind a channel to this group (moving it from any other): its runs then use the group's
+/// prompt, model, key, tools and budget.
+#[utoipa::path(tag = "agent groups", security(("session" = [])),
+    responses((status = 200), (status = 404, body = crate::error::ErrorBody)))]
 #[post("/agent-groups/{id}/assign/{channel_id}")]
 pub async fn assign(
     _auth: Authed,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, channel) = path.into_inner();
+    let (group_id, channel_id) = path.into_inner();
     if state
-        .groups
-        .send(GetGroup { id: id.clone() })
+        .channels
+        .send(GetChannel {
+            id: channel_id.clone(),
+        })
         .await?
         .is_none()
     {
-        return Err(ApiError::not_found(format!("no agent group with id {id}")));
+        return Err(ApiError::not_found(format!(
+            "no channel with id {channel_id}"
+        )));
     }
-    Err(ApiError::not_found(format!("no channel with id {channel}")))
+    let group = reply(
+        state
+            .groups
+            .send(AssignChannel {
+                group_id,
+                channel_id,
+            })
+            .await,
+    )?;
+    Ok(HttpResponse::Ok().json(group))
 }
 
-/// Unbind a channel from this group.
-#[utoipa::path(tag = "agent groups", security(("session" = [])), responses((status = 404, body = crate::error::ErrorBody)))]
+/// Unbind a channel from this group: its runs use the gateway's defaults again.
+#[utoipa::path(tag = "agent groups", security(("session" = [])),
+    responses((status = 200), (status = 404, body = crate::error::ErrorBody)))]
 #[post("/agent-groups/{id}/unassign/{channel_id}")]
 pub async fn unassign(
     _auth: Authed,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, channel) = path.into_inner();
-    if state
-        .groups
-        .send(GetGroup { id: id.clone() })
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found(format!("no agent group with id {id}")));
-    }
-    Err(ApiError::not_found(format!(
-        "no channel with id {channel} is bound to this group"
-    )))
+    let (group_id, channel_id) = path.into_inner();
+    let group = reply(
+        state
+            .groups
+            .send(UnassignChannel {
+                group_id,
+                channel_id,
+            })
+            .await,
+    )?;
+    Ok(HttpResponse::Ok().json(group))
 }
