@@ -218,6 +218,7 @@ impl Gateway {
             bus.clone(),
             agents.clone(),
             groups.clone(),
+            approvals.clone(),
             secrets.clone(),
             supervision.clone(),
             channel_rows,

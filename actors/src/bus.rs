@@ -27,6 +27,14 @@ pub struct Publish(pub GatewayEvent);
 #[rtype(result = "()")]
 pub struct Subscribe(pub Recipient<BusEvent>);
 
+/// Receive only the events with these wire names (e.g. `approval:required`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeTo {
+    pub names: &'static [&'static str],
+    pub recipient: Recipient<BusEvent>,
+}
+
 /// How many subscribers are attached (for health and benchmarks).
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -35,6 +43,8 @@ pub struct SubscriberCount;
 #[derive(Default)]
 pub struct EventBus {
     subscribers: Vec<Recipient<BusEvent>>,
+    /// Subscribers to a few events only: not woken by the rest.
+    filtered: Vec<(&'static [&'static str], Recipient<BusEvent>)>,
 }
 
 impl Actor for EventBus {
@@ -81,6 +91,26 @@ impl Handler<Publish> for EventBus {
                 false
             }
         });
+        if !self.filtered.is_empty() {
+            let name = msg.event.name();
+            self.filtered.retain(|(names, s)| {
+                if !s.connected() {
+                    return false;
+                }
+                if names.contains(&name) {
+                    s.do_send(msg.clone());
+                }
+                true
+            });
+        }
+    }
+}
+
+impl Handler<SubscribeTo> for EventBus {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeTo, _: &mut Context<Self>) {
+        self.filtered.push((msg.names, msg.recipient));
     }
 }
 
@@ -97,6 +127,7 @@ impl Handler<SubscriberCount> for EventBus {
 
     fn handle(&mut self, _: SubscriberCount, _: &mut Context<Self>) -> usize {
         self.subscribers.retain(|s| s.connected());
-        self.subscribers.len()
+        self.filtered.retain(|(_, s)| s.connected());
+        self.subscribers.len() + self.filtered.len()
     }
 }

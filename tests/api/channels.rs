@@ -7,7 +7,7 @@ use std::time::Duration;
 use awc::http::StatusCode;
 use loop_gateway_stand_ins::telegram::{ChatSpec, Inbound, TelegramBotApi, UserSpec};
 use loop_gateway_stand_ins::whatsapp::{self, WhatsAppGraph};
-use loop_gateway_stand_ins::{MessagesApi, Reply};
+use loop_gateway_stand_ins::{HttpTarget, MessagesApi, Reply};
 use serde_json::{json, Value};
 
 use crate::common::{client, send_raw, Events, TestServer};
@@ -579,4 +579,87 @@ async fn a_channel_bound_to_a_group_uses_its_agent_and_budget() {
     tg.wait_for_sent(3, WAIT).await;
     let seen = llm.requests().last().unwrap().clone();
     assert_eq!(seen.header("x-api-key"), Some("sk-ant-test-key-0123456789"));
+}
+
+#[actix_rt::test]
+async fn approvals_are_decided_with_buttons_in_the_telegram_admin_chat() {
+    let llm = MessagesApi::start();
+    let target = HttpTarget::start();
+    let tg = TelegramBotApi::start(TOKEN);
+    tg.add_chat(ChatSpec::Private, &alice());
+    let s = TestServer::with_llm(&llm.url, &[("HTTP_REQUEST_ALLOW", "127.0.0.1")]);
+    let (session, token) = s.ready_webhook().await;
+    let rule = json!({"toolName": "http_request", "riskLevel": "high", "requireApproval": true});
+    let r = s.post("/api/approval-rules", rule, Some(&session)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut events = Events::connect(&s, &session).await;
+    let id = create_telegram(
+        &s,
+        &session,
+        &tg,
+        json!({"config": {"adminChatIds": [1001]}}),
+    )
+    .await;
+    connected(&mut events, &id).await;
+
+    llm.push(Reply::tool(
+        "http_request",
+        json!({"url": format!("{}/json", target.url)}),
+    ));
+    s.invoke(&token, json!({"message": "weather?"})).await;
+    let required = events.wait_for("approval:required", WAIT, |_| true).await;
+    let approval = required["payload"]["approvalId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let posted = tg.wait_for_sent(1, WAIT).await;
+    assert_eq!(posted[0].chat_id, "1001");
+    assert!(
+        posted[0].text.contains("http_request"),
+        "{}",
+        posted[0].text
+    );
+    let buttons = posted[0].reply_markup.clone().expect("buttons");
+    let approve = buttons["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(approve, format!("apr:{approval}:a"));
+
+    // Someone outside the admin chats cannot decide.
+    tg.push_callback_query(bob(), ChatSpec::Private, posted[0].message_id, &approve);
+    let answered = tg.wait_for_calls("answerCallbackQuery", 1, WAIT).await;
+    assert!(
+        answered[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("admin chats"),
+        "{}",
+        answered[0]
+    );
+    assert!(target.requests().is_empty());
+
+    tg.push_callback_query(alice(), ChatSpec::Private, posted[0].message_id, &approve);
+    let resolved = events
+        .wait_for("approval:resolved", WAIT, |p| {
+            p["approvalId"] == approval.as_str()
+        })
+        .await;
+    assert_eq!(resolved["payload"]["status"], "approved");
+    assert_eq!(resolved["payload"]["decidedBy"], "telegram:@alice");
+    events.wait_for("agent:run:complete", WAIT, |_| true).await;
+    assert_eq!(target.requests().len(), 1, "the approved call ran once");
+    // The request in the chat shows the outcome, and its buttons are gone.
+    let edited = tg.wait_for_calls("editMessageText", 1, WAIT).await;
+    assert!(
+        edited[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("approved by telegram:@alice"),
+        "{}",
+        edited[0]
+    );
+    assert!(edited[0].get("reply_markup").is_none(), "{}", edited[0]);
+    let answered = tg.wait_for_calls("answerCallbackQuery", 2, WAIT).await;
+    assert_eq!(answered[1]["text"], "Approved.");
 }

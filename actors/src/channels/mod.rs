@@ -12,6 +12,7 @@
 //! kept) and `replying` ones are delivered without a new run.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -19,7 +20,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::agents::{AgentSupervisor, RunRequest, StartAgentRun, StartRunError};
-use crate::bus::{EventBus, Publish};
+use crate::approvals::ApprovalDesk;
+use crate::bus::{BusEvent, EventBus, Publish, SubscribeTo};
 use crate::events::GatewayEvent;
 use crate::groups::{AgentGroups, ForgetChannel, ResolveChannelGroup};
 use crate::secrets::SecretBox;
@@ -263,12 +265,19 @@ pub enum WebhookRefusal {
     Unavailable(String),
 }
 
+/// To a channel actor with admin chats: an approval was requested or resolved.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ApprovalNotice(pub Arc<GatewayEvent>);
+
 /// The addresses a channel actor answers on.
 #[derive(Clone)]
 pub struct ChannelLink {
     pub deliver: Recipient<Deliver>,
     pub typing: Recipient<Typing>,
     pub retire: Recipient<Retire>,
+    /// Set for channels that take approval decisions (Telegram with admin chats).
+    pub approvals: Option<Recipient<ApprovalNotice>>,
 }
 
 impl ChannelLink {
@@ -280,6 +289,7 @@ impl ChannelLink {
             deliver: addr.clone().recipient(),
             typing: addr.clone().recipient(),
             retire: addr.recipient(),
+            approvals: None,
         }
     }
 }
@@ -291,6 +301,7 @@ pub struct ChannelStart<S> {
     pub settings: S,
     pub state: Option<Value>,
     pub manager: Addr<ChannelManager>,
+    pub approvals: Addr<ApprovalDesk>,
 }
 
 /// Report a status change to the manager (used by every channel actor).
@@ -362,6 +373,7 @@ pub struct ChannelManager {
     bus: Addr<EventBus>,
     agents: Addr<AgentSupervisor>,
     groups: Addr<AgentGroups>,
+    approvals: Addr<ApprovalDesk>,
     secrets: SecretBox,
     supervision: Addr<Supervision>,
     channels: HashMap<String, Channel>,
@@ -377,6 +389,7 @@ impl ChannelManager {
         bus: Addr<EventBus>,
         agents: Addr<AgentSupervisor>,
         groups: Addr<AgentGroups>,
+        approvals: Addr<ApprovalDesk>,
         secrets: SecretBox,
         supervision: Addr<Supervision>,
         rows: Vec<ChannelRow>,
@@ -429,6 +442,7 @@ impl ChannelManager {
             bus,
             agents,
             groups,
+            approvals,
             secrets,
             supervision,
             channels,
@@ -468,20 +482,24 @@ impl ChannelManager {
         let generation = ch.generation;
         let state = ch.row.state.clone();
         let channel_id = id.to_string();
+        let approvals = self.approvals.clone();
         let link = match settings {
             Settings::Telegram(s) => {
+                let admins = !s.admin_chat_ids.is_empty();
                 let start = ChannelStart {
                     channel_id,
                     generation,
                     settings: s,
                     state,
                     manager: me,
+                    approvals,
                 };
-                ChannelLink::of(start_supervised(
-                    "channel:telegram",
-                    &supervision,
-                    move |_| telegram::TelegramChannel::new(start),
-                ))
+                let addr = start_supervised("channel:telegram", &supervision, move |_| {
+                    telegram::TelegramChannel::new(start)
+                });
+                let mut link = ChannelLink::of(addr.clone());
+                link.approvals = admins.then(|| addr.recipient());
+                link
             }
             Settings::Email(s) => {
                 let start = ChannelStart {
@@ -490,6 +508,7 @@ impl ChannelManager {
                     settings: s,
                     state,
                     manager: me,
+                    approvals,
                 };
                 ChannelLink::of(start_supervised("channel:email", &supervision, move |_| {
                     email::EmailChannel::new(start)
@@ -502,6 +521,7 @@ impl ChannelManager {
                     settings: s,
                     state,
                     manager: me,
+                    approvals,
                 };
                 ChannelLink::of(start_supervised(
                     "channel:whatsapp",
@@ -928,6 +948,11 @@ impl Actor for ChannelManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Approval requests go to the admin chats of channels that have them.
+        self.bus.do_send(SubscribeTo {
+            names: &["approval:required", "approval:resolved"],
+            recipient: ctx.address().recipient(),
+        });
         let ids: Vec<String> = self.channels.keys().cloned().collect();
         for id in ids {
             self.launch(&id, ctx);
@@ -947,6 +972,18 @@ impl actix::Supervised for ChannelManager {
         }
         for ch in self.channels.values_mut() {
             ch.link = None;
+        }
+    }
+}
+
+impl Handler<BusEvent> for ChannelManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: BusEvent, _: &mut Context<Self>) {
+        for ch in self.channels.values() {
+            if let Some(to) = ch.link.as_ref().and_then(|l| l.approvals.as_ref()) {
+                to.do_send(ApprovalNotice(msg.event.clone()));
+            }
         }
     }
 }

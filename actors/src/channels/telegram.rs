@@ -2,6 +2,7 @@
 //! is saved with the messages it covers, before the next `getUpdates` confirms them to
 //! Telegram, so a crash neither loses nor repeats an update.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,20 +10,23 @@ use std::time::Duration;
 use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{json, Value};
+use teloxide::payloads::AnswerCallbackQuerySetters;
 use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
 use teloxide::requests::Requester;
 use teloxide::types::{
-    AllowedUpdate, ChatAction, ChatId, Me, Message, MessageId, ParseMode, ReplyParameters,
-    UpdateKind,
+    AllowedUpdate, CallbackQuery, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
+    Me, Message, MessageId, ParseMode, ReplyParameters, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
 use super::config::{GroupMode, TelegramSettings};
 use super::format::{markdown_to_telegram_html, split_message};
 use super::{
-    report, ChannelManager, ChannelStart, Deliver, DeliverError, Incoming, Received, Retire,
-    Status, Typing,
+    report, ApprovalNotice, ChannelManager, ChannelStart, Deliver, DeliverError, Incoming,
+    Received, Retire, Status, Typing,
 };
+use crate::approvals::{ApprovalDesk, Decide};
+use crate::events::GatewayEvent;
 
 /// Telegram's limit for one message's text.
 const TEXT_LIMIT: usize = 4096;
@@ -37,6 +41,9 @@ pub struct TelegramChannel {
     manager: Addr<ChannelManager>,
     bot: Bot,
     limiter: Arc<DefaultDirectRateLimiter>,
+    approvals: Addr<ApprovalDesk>,
+    /// Approval requests posted to admin chats: their text and where they are.
+    posted: HashMap<String, (String, Vec<(i64, i32)>)>,
     retired: bool,
 }
 
@@ -80,6 +87,8 @@ impl TelegramChannel {
             offset,
             manager: start.manager,
             bot,
+            approvals: start.approvals,
+            posted: HashMap::new(),
             retired: false,
         }
     }
@@ -99,6 +108,7 @@ impl Actor for TelegramChannel {
             manager: self.manager.clone(),
             settings: self.settings.clone(),
             api_base_url: self.settings.api_base_url.clone(),
+            approvals: self.approvals.clone(),
         };
         let offset = self.offset;
         ctx.spawn(poller.run(offset).into_actor(self));
@@ -149,6 +159,7 @@ struct Poller {
     manager: Addr<ChannelManager>,
     settings: TelegramSettings,
     api_base_url: String,
+    approvals: Addr<ApprovalDesk>,
 }
 
 impl Poller {
@@ -201,13 +212,14 @@ impl Poller {
                 continue;
             };
             let next = i32::try_from(last).unwrap_or(i32::MAX).saturating_add(1);
-            let messages: Vec<Incoming> = updates
-                .iter()
-                .filter_map(|u| match &u.kind {
-                    UpdateKind::Message(m) => Some(incoming(m, &who, &self.settings)),
-                    _ => None,
-                })
-                .collect();
+            let mut messages = Vec::new();
+            for u in &updates {
+                match &u.kind {
+                    UpdateKind::Message(m) => messages.push(incoming(m, &who, &self.settings)),
+                    UpdateKind::CallbackQuery(q) => self.decide(q).await,
+                    _ => {}
+                }
+            }
             // Stored (with the offset) before the next poll confirms them to Telegram.
             let stored = self
                 .manager
@@ -226,6 +238,43 @@ impl Poller {
                 Err(_) => return,
             }
         }
+    }
+
+    /// An admin pressed Approve or Reject under an approval request.
+    async fn decide(&self, q: &CallbackQuery) {
+        let Some((id, approve)) = q.data.as_deref().and_then(parse_decision) else {
+            return;
+        };
+        let chat = q.message.as_ref().map(|m| m.chat().id.0);
+        let answer = if !chat.is_some_and(|c| self.settings.admin_chat_ids.contains(&c)) {
+            "Approvals are decided in the admin chats only.".to_string()
+        } else {
+            let by = q
+                .from
+                .username
+                .as_ref()
+                .map_or_else(|| q.from.id.0.to_string(), |u| format!("@{u}"));
+            let decided = self
+                .approvals
+                .send(Decide {
+                    id: id.to_string(),
+                    approve,
+                    by: format!("telegram:{by}"),
+                    reason: Some("decided in Telegram".into()),
+                })
+                .await;
+            match decided {
+                Ok(Ok(_)) if approve => "Approved.".to_string(),
+                Ok(Ok(_)) => "Rejected.".to_string(),
+                Ok(Err(e)) => format!("Not changed: {e}"),
+                Err(_) => "The gateway is restarting; try again.".to_string(),
+            }
+        };
+        let _ = self
+            .bot
+            .answer_callback_query(q.id.clone())
+            .text(answer)
+            .await;
     }
 
     /// Wait before the next attempt: what Telegram asked for, or an exponential backoff.
@@ -379,6 +428,97 @@ impl Handler<Typing> for TelegramChannel {
     }
 }
 
+/// `apr:<approval id>:a` (approve) or `:r` (reject), as the buttons carry it.
+fn parse_decision(data: &str) -> Option<(&str, bool)> {
+    let rest = data.strip_prefix("apr:")?;
+    let (id, verdict) = rest.rsplit_once(':')?;
+    match verdict {
+        "a" => Some((id, true)),
+        "r" => Some((id, false)),
+        _ => None,
+    }
+}
+
+impl Handler<ApprovalNotice> for TelegramChannel {
+    type Result = ();
+
+    fn handle(&mut self, ApprovalNotice(event): ApprovalNotice, ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
+        let bot = self.bot.clone();
+        match &*event {
+            GatewayEvent::ApprovalRequired {
+                approval_id,
+                run_id,
+                tool_name,
+                input,
+                risk_level,
+                expires_at,
+            } => {
+                let mut shown = input.to_string();
+                if shown.chars().count() > 1500 {
+                    shown = shown.chars().take(1500).collect::<String>() + "…";
+                }
+                let text = format!(
+                    "Approval needed\n\nTool: {tool_name} (risk: {risk_level})\nInput: {shown}\nRun: {}\nDecide before {expires_at}.",
+                    run_id.as_deref().unwrap_or("-")
+                );
+                let keyboard = InlineKeyboardMarkup::new(vec![vec![
+                    InlineKeyboardButton::callback("Approve", format!("apr:{approval_id}:a")),
+                    InlineKeyboardButton::callback("Reject", format!("apr:{approval_id}:r")),
+                ]]);
+                let chats = self.settings.admin_chat_ids.clone();
+                let id = approval_id.clone();
+                let body = text.clone();
+                ctx.spawn(
+                    async move {
+                        let mut posted = Vec::new();
+                        for chat in chats {
+                            match bot
+                                .send_message(ChatId(chat), &body)
+                                .reply_markup(keyboard.clone())
+                                .await
+                            {
+                                Ok(m) => posted.push((chat, m.id.0)),
+                                Err(e) => tracing::warn!(chat, error = %e, "cannot post an approval request"),
+                            }
+                        }
+                        posted
+                    }
+                    .into_actor(self)
+                    .map(move |posted, act, _| {
+                        act.posted.insert(id, (text, posted));
+                    }),
+                );
+            }
+            GatewayEvent::ApprovalResolved {
+                approval_id,
+                status,
+                decided_by,
+                ..
+            } => {
+                let Some((text, posted)) = self.posted.remove(approval_id) else {
+                    return;
+                };
+                let outcome = format!("{text}\n\n→ {status} by {decided_by}");
+                ctx.spawn(
+                    async move {
+                        // Without a reply_markup the buttons go away: decided is decided.
+                        for (chat, message) in posted {
+                            let _ = bot
+                                .edit_message_text(ChatId(chat), MessageId(message), &outcome)
+                                .await;
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +530,13 @@ mod tests {
             "what time?"
         );
         assert_eq!(strip_mention("hey @loop_bot, hi", "@loop_bot"), "hey , hi");
+    }
+
+    #[test]
+    fn decisions_are_parsed() {
+        assert_eq!(parse_decision("apr:abc-1:a"), Some(("abc-1", true)));
+        assert_eq!(parse_decision("apr:abc-1:r"), Some(("abc-1", false)));
+        assert_eq!(parse_decision("apr:abc-1:x"), None);
+        assert_eq!(parse_decision("other"), None);
     }
 }
