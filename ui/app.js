@@ -258,7 +258,7 @@ function onEvent(ev) {
 const views = {
   overview: viewOverview, runs: viewRuns, approvals: viewApprovals, tasks: viewTasks, usage: viewUsage,
   webhooks: viewWebhooks, groups: viewGroups, tools: viewTools,
-  channels: soon("Channels", "Connect Telegram, Slack, WhatsApp and other chat channels to agent groups."),
+  channels: viewChannels,
   scheduler: soon("Scheduler", "Run prompts and loop tasks on a schedule (cron)."),
   skills: soon("Skills", "Install custom tools (WebAssembly skills) and choose which groups may use them."),
 };
@@ -1001,6 +1001,168 @@ function viewGroups(view, _, ctx) {
     return h("div.grid2", { style: "grid-template-columns:repeat(auto-fit,minmax(20rem,1fr))" }, d.items.map(card));
   }, ctx);
   return { onEvent(ev) { if (ev.event.startsWith("budget:") || ev.event === "agent:run:complete") list.soon(); } };
+}
+
+// ---------- Channels ----------
+// [key, label, kind, hint]; kind: text | password (write-only) | url | number | list (comma-separated) | [options]
+const CHANNEL_FIELDS = {
+  telegram: [
+    ["botToken", "Bot token", "password", "From @BotFather. Write-only, stored encrypted."],
+    ["apiBaseUrl", "Bot API URL", "url", "Default https://api.telegram.org (or your own Bot API server)."],
+    ["groupMode", "In group chats answer", ["mention", "all"], "mention: only when @mentioned or replied to."],
+    ["adminChatIds", "Admin chat ids", "list", "Chats that get approval requests with Approve/Reject buttons."],
+    ["pollTimeoutSeconds", "Long-poll seconds", "number", "Default 25."],
+    ["outboundPerMinute", "Replies per minute (max)", "number", "Default 30."],
+  ],
+  email: [
+    ["imapHost", "IMAP host", "text"], ["imapPort", "IMAP port", "number", "Default 993 (implicit TLS) or 143."],
+    ["imapUser", "IMAP user", "text"], ["imapPassword", "IMAP password", "password", "Write-only."],
+    ["imapTls", "IMAP TLS", ["implicit", "starttls", "none"]], ["mailbox", "Mailbox", "text", "Default INBOX."],
+    ["smtpHost", "SMTP host", "text"], ["smtpPort", "SMTP port", "number", "Default 465, 587 or 25 by TLS mode."],
+    ["smtpUser", "SMTP user", "text", "Optional."], ["smtpPassword", "SMTP password", "password", "Write-only."],
+    ["smtpTls", "SMTP TLS", ["implicit", "starttls", "none"]], ["fromAddress", "From address", "text"],
+    ["pollIntervalSeconds", "Poll every (s)", "number", "Used when the server has no IDLE. Default 60."],
+    ["outboundPerMinute", "Replies per minute (max)", "number", "Default 20."],
+  ],
+  whatsapp: [
+    ["mode", "Mode", ["cloud"], "Cloud API (Meta's WhatsApp Business Platform). Linked-device (QR) mode is not in this build."],
+    ["phoneNumberId", "Phone number id", "text"], ["accessToken", "Access token", "password", "Write-only."],
+    ["appSecret", "App secret", "password", "Checks X-Hub-Signature-256. Write-only."],
+    ["verifyToken", "Verify token", "password", "Any secret you also enter at Meta. Write-only."],
+    ["graphBaseUrl", "Graph API URL", "url", "Default https://graph.facebook.com"],
+    ["graphApiVersion", "Graph API version", "text", "Default v21.0"],
+    ["outboundPerMinute", "Replies per minute (max)", "number", "Default 60."],
+  ],
+};
+function viewChannels(view, _, ctx) {
+  const formBox = h("div");
+  view.append(h("div.head", h("h2", { text: "Channels" }), h("button.btn", { text: "+ New channel", onclick: () => openForm(null) })), formBox);
+  let groups = [];
+  const groupOf = (id) => groups.find((g) => (g.channels || []).includes(id));
+  const openForm = (c) => {
+    let kind = c?.type || "telegram";
+    const fieldsBox = h("div.grid2");
+    const drawFields = () => {
+      fieldsBox.replaceChildren(...CHANNEL_FIELDS[kind].map(([key, label, type, hint]) => {
+        const val = c?.config?.[key];
+        let input;
+        if (Array.isArray(type)) input = select(key, type, val ?? type[0]);
+        else if (type === "password") {
+          const isSet = (c?.secretsSet || []).includes(key);
+          input = h("input", { name: key, type: "password", autocomplete: "off", placeholder: isSet ? "•••• set (leave blank to keep)" : "" });
+        } else input = h("input", { name: key, type: type === "number" ? "number" : type === "url" ? "url" : "text", value: Array.isArray(val) ? val.join(", ") : val ?? "" });
+        input.dataset.kind = Array.isArray(type) ? "select" : type;
+        return field(label, input, hint);
+      }));
+    };
+    const typeSel = select("type", ["telegram", "email", "whatsapp"], kind);
+    if (c) typeSel.disabled = true;
+    typeSel.addEventListener("change", () => { kind = typeSel.value; drawFields(); });
+    drawFields();
+    const bound = c ? groupOf(c.id) : null;
+    const form = h("form.card.stack", { "aria-label": c ? `Edit ${c.name}` : "New channel" },
+      h("h3", { text: c ? `Edit “${c.name}”` : "New channel" }),
+      h("div.grid2",
+        field("Type", typeSel),
+        field("Name", h("input", { name: "name", required: true, maxlength: 100, value: c?.name || "", placeholder: "Support bot" })),
+        field("Agent group", select("group", [["", "gateway defaults"], ...groups.map((g) => [g.id, g.name])], bound?.id || ""))),
+      fieldsBox,
+      field("Allowed senders", h("textarea", { name: "allowedSenders", rows: 2, value: (c?.allowedSenders || []).join("\n"), placeholder: "Empty: everyone. One per line: Telegram user id or @username, email address, phone number" })),
+      h("label.inline", h("input", { type: "checkbox", name: "enabled", checked: c ? c.enabled : true }), "Enabled"),
+      h("div.row", h("button.btn", { type: "submit", text: c ? "Save" : "Create channel" }), h("button.btn.secondary", { type: "button", text: "Cancel", onclick: () => formBox.replaceChildren() })),
+      h("p.error", { role: "alert" }));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const config = {};
+      for (const input of fieldsBox.querySelectorAll("input,select")) {
+        const v = input.value.trim();
+        const k = input.dataset.kind;
+        if (k === "password") { if (v) config[input.name] = v; continue; }
+        if (!v) { if (c && c.config?.[input.name] !== undefined) config[input.name] = null; continue; }
+        config[input.name] = k === "number" ? Number(v) : k === "list" ? v.split(/[\s,]+/).filter(Boolean).map((x) => (/^-?\d+$/.test(x) ? Number(x) : x)) : v;
+      }
+      const f = form.elements;
+      const body = {
+        name: f.name.value.trim(), config, enabled: f.enabled.checked,
+        allowedSenders: f.allowedSenders.value.split(/\n|,/).map((x) => x.trim()).filter(Boolean),
+      };
+      if (!c) body.type = kind;
+      try {
+        const saved = await api(c ? `/api/channels/${c.id}` : "/api/channels", { method: c ? "PUT" : "POST", body });
+        const want = f.group.value;
+        const had = c ? groupOf(c.id)?.id || "" : "";
+        if (had && had !== want) await api(`/api/agent-groups/${had}/unassign/${saved.id}`, { method: "POST", body: {} });
+        if (want && want !== had) await api(`/api/agent-groups/${want}/assign/${saved.id}`, { method: "POST", body: {} });
+        toast(c ? `Channel ${saved.name} saved` : `Channel ${saved.name} created`);
+        formBox.replaceChildren(); list.reload();
+      } catch (err) { $(".error", form).textContent = err.message; }
+    });
+    formBox.replaceChildren(form);
+    form.scrollIntoView({ block: "nearest" });
+    $("input[name=name]", form).focus();
+  };
+  const open = new Set();   // channels whose messages are shown
+  const messagesBox = (c) => {
+    const box = h("div", h("span.muted.small", { text: "Loading messages…" }));
+    api(`/api/channels/${c.id}/messages?limit=20`).then((d) => {
+      const counts = Object.entries(d.counts || {}).map(([k, v]) => `${v} ${k}`).join(" · ") || "no messages yet";
+      box.replaceChildren(h("p.small.muted", { text: counts }), table([
+        { label: "Received", get: (m) => when(m.receivedAt) },
+        { label: "From", get: (m) => m.senderName ? `${m.senderName} (${m.sender})` : m.sender },
+        { label: "Message", get: (m) => h("span", { class: "clip", title: m.text, text: m.text }) },
+        { label: "Status", get: (m) => h("span", badge(m.status), m.ignoredReason ? h("span.muted.small", { text: " " + m.ignoredReason }) : null) },
+        { label: "Reply", get: (m) => m.reply ? h("span", { class: "clip", title: m.reply, text: m.reply }) : m.error ? h("span.error.small", { text: m.error }) : "—" },
+        { label: "Run", get: (m) => m.runId ? h("a", { href: `#/runs/${m.runId}`, text: short(m.runId) }) : "—" },
+      ], d.messages, { empty: "No messages yet." }));
+    }, (e) => box.replaceChildren(h("p.error", { text: e.message })));
+    return box;
+  };
+  const card = (c) => {
+    const g = groupOf(c.id);
+    const msgs = h("div");
+    if (open.has(c.id)) msgs.append(messagesBox(c));
+    const hook = c.type === "whatsapp" ? `${location.origin}/webhook/whatsapp/${c.id}` : null;
+    return h("div.card", { "data-channel": c.id },
+      h("div.head",
+        h("div", h("strong", { text: c.name }), " ", h("span.muted.small", { text: c.type }), " ", badge(c.status, "status")),
+        h("div.row",
+          h("button.btn.sm.secondary", { text: open.has(c.id) ? "Hide messages" : "Messages", onclick: () => { open.has(c.id) ? open.delete(c.id) : open.add(c.id); list.reload(); } }),
+          h("button.btn.sm.secondary", { text: "Edit", onclick: () => openForm(c) }),
+          h("button.btn.sm.secondary", { text: c.enabled ? "Disable" : "Enable", onclick: act(async () => {
+            await api(`/api/channels/${c.id}`, { method: "PUT", body: { enabled: !c.enabled } });
+            list.reload();
+          }) }),
+          h("button.btn.sm.danger", { text: "Delete", onclick: act(async () => {
+            if (!confirm(`Delete channel “${c.name}”? Its messages stay in the history.`)) return;
+            await api(`/api/channels/${c.id}`, { method: "DELETE" });
+            toast("Channel deleted"); list.reload();
+          }) }))),
+      c.lastError ? h("p.error.small", { role: "status", text: c.lastError }) : null,
+      h("div.grid2",
+        kv("Agent group", g ? g.name : "gateway defaults"),
+        kv("Last message", c.lastMessageAt ? ago(c.lastMessageAt) : "none yet"),
+        kv("Allowed senders", c.allowedSenders.length ? c.allowedSenders.join(", ") : "everyone"),
+        kv("Credentials", c.secretsSet.length ? c.secretsSet.join(", ") + " set" : "none")),
+      hook ? h("div", h("div.muted.small", { text: "Callback URL for Meta (with your verify token)" }), h("div.copyline", h("code", { text: hook }), copyBtn(hook))) : null,
+      c.qr ? h("div", h("div.muted.small", { text: "Scan with WhatsApp to link" }), h("pre", { text: c.qr })) : null,
+      msgs);
+  };
+  const list = section(view, async () => {
+    const [d, gs] = await Promise.all([api("/api/channels"), api("/api/agent-groups").catch(() => ({ items: [] }))]);
+    groups = gs.items;
+    if (!d.items.length) return h("div.card.muted", { text: "No channels yet. Connect a Telegram bot, a mailbox or a WhatsApp number to talk to your agents from there." });
+    return h("div.stack", d.items.map(card));
+  }, ctx);
+  return {
+    onEvent(ev) {
+      if (ev.event === "channel:status") {
+        // Update the badge at once; the card (last error) follows with the reload.
+        const b = view.querySelector(`[data-channel="${CSS.escape(ev.payload.channelId)}"] .badge.status`);
+        if (b) { b.textContent = ev.payload.status; b.className = `badge status ${ev.payload.status}`; }
+        list.soon();
+      } else if (ev.event.startsWith("message:")) list.soon();
+    },
+  };
 }
 
 // ---------- Tools ----------

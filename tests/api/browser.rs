@@ -5,6 +5,9 @@
 
 use std::process::Command;
 
+use std::time::Duration;
+
+use loop_gateway_stand_ins::telegram::{ChatSpec, TelegramBotApi, UserSpec};
 use loop_gateway_stand_ins::{HttpTarget, MessagesApi, Reply};
 use serde_json::json;
 
@@ -37,18 +40,30 @@ async fn the_dashboard_works_in_a_real_browser() {
     llm.push(Reply::Text("step two TASK_COMPLETE".into()));
     let s = TestServer::with_llm(&llm.url, &[("HTTP_REQUEST_ALLOW", "127.0.0.1")]);
 
+    let tg_token = "424242:browser-test-token";
+    let tg = TelegramBotApi::start(tg_token);
+
     let base = s.base.clone();
-    let out = actix_rt::task::spawn_blocking(move || {
+    let tg_url = tg.url.clone();
+    let walk = actix_rt::task::spawn_blocking(move || {
         Command::new("node")
             .arg(format!("{root}/tests/browser/dashboard.mjs"))
             .env("BASE_URL", base)
             .env("CHROMIUM", chromium)
             .env("ARTIFACTS", format!("{root}/tests/artifacts"))
+            .env("TG_URL", tg_url)
+            .env("TG_TOKEN", tg_token)
             .output()
             .expect("run node")
-    })
-    .await
-    .unwrap();
+    });
+    // Once the channel made in the browser polls, someone writes to the bot.
+    tg.wait_until_polling(Duration::from_secs(120)).await;
+    tg.push_message(
+        ChatSpec::Private,
+        UserSpec::new(5001, "Dana"),
+        "hello from telegram",
+    );
+    let out = walk.await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

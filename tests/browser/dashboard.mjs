@@ -89,6 +89,21 @@ try {
   await page.locator(".badge", { hasText: "complete" }).first().waitFor({ timeout });
   await shot("task");
 
+  step("a Telegram channel created in the UI connects, and a message shows up live");
+  await page.goto(base + "/#/channels");
+  await page.click("text=+ New channel");
+  await page.fill("input[name=name]", "browser-bot");
+  await page.fill("input[name=botToken]", process.env.TG_TOKEN);
+  await page.fill("input[name=apiBaseUrl]", process.env.TG_URL);
+  await page.fill("input[name=pollTimeoutSeconds]", "1");
+  await page.click("text=Create channel");
+  await page.locator(".badge.status", { hasText: "connected" }).waitFor({ timeout });
+  await page.click("button:has-text('Messages')");
+  // The test pushes a Telegram message once the bot polls; it arrives and is answered live.
+  await page.locator("td", { hasText: "hello from telegram" }).first().waitFor({ timeout: 30_000 });
+  await page.locator(".badge", { hasText: "answered" }).first().waitFor({ timeout });
+  await shot("channels");
+
   for (const tab of ["usage", "groups", "tools"]) {
     await page.goto(base + `/#/${tab}`);
     await page.waitForTimeout(300);
