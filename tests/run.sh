@@ -12,6 +12,9 @@ command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
+# The mail peer (tests/peers/mail): dovecot for IMAP + LMTP, openssl for its test certificate.
+{ [ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/lmtp ]; } || need_apt+=(dovecot-imapd dovecot-lmtpd)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -22,7 +25,7 @@ fi
 log "browser test driver (playwright-core, no browser download: it drives Debian's chromium)"
 npm ci --prefix tests/browser --silent --no-audit --no-fund
 
-log "LLM test peers (fakellm, llama.cpp with SmolLM2)"
+log "Python test peers (fakellm, llama.cpp with SmolLM2, aiosmtpd for the mail peer)"
 tests/peers/install.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then

