@@ -1009,6 +1009,8 @@ const CHANNEL_FIELDS = {
   telegram: [
     ["botToken", "Bot token", "password", "From @BotFather. Write-only, stored encrypted."],
     ["apiBaseUrl", "Bot API URL", "url", "Default https://api.telegram.org (or your own Bot API server)."],
+    ["mode", "Receive updates by", ["polling", "webhook"], "webhook: Telegram calls this gateway (needs a public https address)."],
+    ["publicUrl", "Public URL (webhook mode)", "url", "The https address Telegram reaches this gateway at."],
     ["groupMode", "In group chats answer", ["mention", "all"], "mention: only when @mentioned or replied to."],
     ["adminChatIds", "Admin chat ids", "list", "Chats that get approval requests with Approve/Reject buttons."],
     ["pollTimeoutSeconds", "Long-poll seconds", "number", "Default 25."],

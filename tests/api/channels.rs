@@ -663,3 +663,67 @@ async fn approvals_are_decided_with_buttons_in_the_telegram_admin_chat() {
     let answered = tg.wait_for_calls("answerCallbackQuery", 2, WAIT).await;
     assert_eq!(answered[1]["text"], "Approved.");
 }
+
+#[actix_rt::test]
+async fn telegram_webhook_mode_registers_and_takes_signed_updates() {
+    let llm = MessagesApi::start();
+    let tg = TelegramBotApi::start(TOKEN);
+    let s = TestServer::with_llm(&llm.url, &[]);
+    let session = s.setup().await;
+    let mut events = Events::connect(&s, &session).await;
+    let id = create_telegram(
+        &s,
+        &session,
+        &tg,
+        json!({"config": {"mode": "webhook", "publicUrl": s.url("")}}),
+    )
+    .await;
+    connected(&mut events, &id).await;
+    let hook = tg
+        .webhook()
+        .unwrap_or_else(|| panic!("setWebhook was not called: {:?}", tg.all_calls()));
+    assert_eq!(hook.url, s.url(&format!("/webhook/telegram/{id}")));
+    let secret = hook.secret_token.expect("a secret token");
+    assert!(!tg.is_polling(), "webhook mode does not poll");
+
+    // What Telegram would POST: an update, with the secret token in the header.
+    let pushed = tg.push(Inbound::new(ChatSpec::Private, alice(), "via webhook"));
+    let update = tg.update(pushed.update_id).unwrap().to_string();
+    let post = |token: Option<&str>| {
+        let req = client(None).post(s.url(&format!("/webhook/telegram/{id}")));
+        match token {
+            Some(t) => req.insert_header(("x-telegram-bot-api-secret-token", t.to_string())),
+            None => req,
+        }
+    };
+    let forged = send_raw(post(Some("guess")), "application/json", &update).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let missing = send_raw(post(None), "application/json", &update).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    let ok = send_raw(post(Some(&secret)), "application/json", &update).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // Telegram redelivers when unsure: the same update is not answered twice.
+    let again = send_raw(post(Some(&secret)), "application/json", &update).await;
+    assert_eq!(again.status, StatusCode::OK);
+    let garbage = send_raw(post(Some(&secret)), "application/json", "{\"nope\":1}").await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    let sent = tg.wait_for_sent(1, WAIT).await;
+    assert!(sent[0].plain_text.contains("via webhook"), "{sent:?}");
+    let page = s
+        .get(&format!("/api/channels/{id}/messages"), Some(&session))
+        .await;
+    assert_eq!(
+        page.body["messages"].as_array().unwrap().len(),
+        1,
+        "{}",
+        page.body
+    );
+    // Unknown channels are not found; the route is not a way to probe secrets.
+    let unknown = send_raw(
+        client(None).post(s.url("/webhook/telegram/nope")),
+        "application/json",
+        &update,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}

@@ -154,7 +154,8 @@ impl WebServer {
                         .service(inbound::task)
                         .service(inbound::health)
                         .service(api::channels::whatsapp_verify)
-                        .service(api::channels::whatsapp_notify),
+                        .service(api::channels::whatsapp_notify)
+                        .service(api::channels::telegram_update),
                 )
                 .split_for_parts();
             let routes = RouteTable::from_openapi(&doc);

@@ -67,6 +67,9 @@ pub struct TelegramSettings {
     pub api_base_url: String,
     #[serde(default = "default_polling")]
     pub mode: TelegramMode,
+    /// Webhook mode: the public base URL Telegram calls (`<publicUrl>/webhook/telegram/<id>`).
+    #[serde(default)]
+    pub public_url: Option<String>,
     #[serde(default = "default_mention")]
     pub group_mode: GroupMode,
     #[serde(default)]
@@ -260,11 +263,15 @@ pub fn validate(
             }
             http_url("apiBaseUrl", &s.api_base_url)?;
             if s.mode == TelegramMode::Webhook {
-                // Needs a public HTTPS address and `setWebhook`; not built yet.
-                return Err(invalid(
-                    "mode",
-                    "webhook mode is not available in this version; use `polling`",
-                ));
+                match &s.public_url {
+                    Some(u) => http_url("publicUrl", u)?,
+                    None => {
+                        return Err(invalid(
+                            "publicUrl",
+                            "is required in webhook mode: the https address Telegram reaches this gateway at",
+                        ))
+                    }
+                }
             }
             if !(1..=50).contains(&s.poll_timeout_seconds) {
                 return Err(invalid("pollTimeoutSeconds", "must be between 1 and 50"));

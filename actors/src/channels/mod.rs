@@ -232,6 +232,16 @@ pub struct Typing {
 #[rtype(result = "()")]
 pub struct Retire;
 
+/// A Telegram update delivered to `/webhook/telegram/:channelId` (webhook mode). `Ok` once
+/// stored: Telegram redelivers anything not answered with a 2xx.
+#[derive(Message)]
+#[rtype(result = "Result<(), WebhookRefusal>")]
+pub struct TelegramWebhookUpdate {
+    pub channel_id: String,
+    pub secret_token: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// WhatsApp Cloud API webhook verification (GET): the challenge to echo, or why not.
 #[derive(Message)]
 #[rtype(result = "Result<String, WebhookRefusal>")]
@@ -278,6 +288,8 @@ pub struct ChannelLink {
     pub retire: Recipient<Retire>,
     /// Set for channels that take approval decisions (Telegram with admin chats).
     pub approvals: Option<Recipient<ApprovalNotice>>,
+    /// Set for Telegram channels in webhook mode: updates Telegram posted to us.
+    pub telegram_updates: Option<Recipient<telegram::WebhookUpdate>>,
 }
 
 impl ChannelLink {
@@ -290,6 +302,7 @@ impl ChannelLink {
             typing: addr.clone().recipient(),
             retire: addr.recipient(),
             approvals: None,
+            telegram_updates: None,
         }
     }
 }
@@ -302,6 +315,8 @@ pub struct ChannelStart<S> {
     pub state: Option<Value>,
     pub manager: Addr<ChannelManager>,
     pub approvals: Addr<ApprovalDesk>,
+    /// Telegram webhook mode: the secret Telegram sends back with every update.
+    pub webhook_secret: String,
 }
 
 /// Report a status change to the manager (used by every channel actor).
@@ -375,6 +390,8 @@ pub struct ChannelManager {
     groups: Addr<AgentGroups>,
     approvals: Addr<ApprovalDesk>,
     secrets: SecretBox,
+    /// Derives each Telegram webhook's secret token (nothing more to store).
+    webhook_key: [u8; 32],
     supervision: Addr<Supervision>,
     channels: HashMap<String, Channel>,
     lanes: HashMap<(String, String), Lane>,
@@ -443,6 +460,7 @@ impl ChannelManager {
             agents,
             groups,
             approvals,
+            webhook_key: secrets.derive_key("telegram-webhook"),
             secrets,
             supervision,
             channels,
@@ -483,9 +501,11 @@ impl ChannelManager {
         let state = ch.row.state.clone();
         let channel_id = id.to_string();
         let approvals = self.approvals.clone();
+        let webhook_secret = telegram_webhook_secret(&self.webhook_key, id);
         let link = match settings {
             Settings::Telegram(s) => {
                 let admins = !s.admin_chat_ids.is_empty();
+                let webhook = s.mode == config::TelegramMode::Webhook;
                 let start = ChannelStart {
                     channel_id,
                     generation,
@@ -493,12 +513,14 @@ impl ChannelManager {
                     state,
                     manager: me,
                     approvals,
+                    webhook_secret,
                 };
                 let addr = start_supervised("channel:telegram", &supervision, move |_| {
                     telegram::TelegramChannel::new(start)
                 });
                 let mut link = ChannelLink::of(addr.clone());
-                link.approvals = admins.then(|| addr.recipient());
+                link.approvals = admins.then(|| addr.clone().recipient());
+                link.telegram_updates = webhook.then(|| addr.recipient());
                 link
             }
             Settings::Email(s) => {
@@ -509,6 +531,7 @@ impl ChannelManager {
                     state,
                     manager: me,
                     approvals,
+                    webhook_secret,
                 };
                 ChannelLink::of(start_supervised("channel:email", &supervision, move |_| {
                     email::EmailChannel::new(start)
@@ -522,6 +545,7 @@ impl ChannelManager {
                     state,
                     manager: me,
                     approvals,
+                    webhook_secret,
                 };
                 ChannelLink::of(start_supervised(
                     "channel:whatsapp",
@@ -1252,6 +1276,14 @@ impl Handler<GetChannelMessages> for ChannelManager {
     }
 }
 
+/// The secret token of a channel's Telegram webhook: derived, so it needs no storage.
+fn telegram_webhook_secret(key: &[u8; 32], channel_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(channel_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Constant-time comparison of two secrets.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     use sha2::{Digest, Sha256};
@@ -1323,5 +1355,37 @@ impl Handler<WhatsAppNotification> for ChannelManager {
             ctx,
         );
         Box::pin(received.map(|r, _, _| r.map_err(WebhookRefusal::Unavailable)))
+    }
+}
+
+impl Handler<TelegramWebhookUpdate> for ChannelManager {
+    type Result = ResponseFuture<Result<(), WebhookRefusal>>;
+
+    fn handle(&mut self, msg: TelegramWebhookUpdate, _: &mut Context<Self>) -> Self::Result {
+        let target = (|| {
+            let ch = self.find_by_kind(&msg.channel_id, "telegram")?;
+            let to = ch
+                .link
+                .as_ref()
+                .and_then(|l| l.telegram_updates.clone())
+                .ok_or(WebhookRefusal::NotFound)?;
+            let expected = telegram_webhook_secret(&self.webhook_key, &msg.channel_id);
+            if !same_secret(&expected, msg.secret_token.as_deref().unwrap_or_default()) {
+                return Err(WebhookRefusal::Unauthorized(
+                    "X-Telegram-Bot-Api-Secret-Token is missing or wrong",
+                ));
+            }
+            Ok(to)
+        })();
+        Box::pin(async move {
+            let to = target?;
+            to.send(telegram::WebhookUpdate(msg.body))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WebhookRefusal::Unavailable(
+                        "the channel is restarting".into(),
+                    ))
+                })
+        })
     }
 }

@@ -11,19 +11,19 @@ use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{json, Value};
 use teloxide::payloads::AnswerCallbackQuerySetters;
-use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters};
+use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters, SetWebhookSetters};
 use teloxide::requests::Requester;
 use teloxide::types::{
     AllowedUpdate, CallbackQuery, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
-    Me, Message, MessageId, ParseMode, ReplyParameters, UpdateKind,
+    Me, Message, MessageId, ParseMode, ReplyParameters, Update, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
 
-use super::config::{GroupMode, TelegramSettings};
+use super::config::{GroupMode, TelegramMode, TelegramSettings};
 use super::format::{markdown_to_telegram_html, split_message};
 use super::{
     report, ApprovalNotice, ChannelManager, ChannelStart, Deliver, DeliverError, Incoming,
-    Received, Retire, Status, Typing,
+    Received, Retire, Status, Typing, WebhookRefusal,
 };
 use crate::approvals::{ApprovalDesk, Decide};
 use crate::events::GatewayEvent;
@@ -44,8 +44,17 @@ pub struct TelegramChannel {
     approvals: Addr<ApprovalDesk>,
     /// Approval requests posted to admin chats: their text and where they are.
     posted: HashMap<String, (String, Vec<(i64, i32)>)>,
+    /// Webhook mode: who the bot is (known once registered), and the secret Telegram echoes.
+    me: Option<Me>,
+    webhook_secret: String,
+    backoff: Duration,
     retired: bool,
 }
+
+/// An update Telegram posted to the webhook (the raw JSON body).
+#[derive(Message)]
+#[rtype(result = "Result<(), WebhookRefusal>")]
+pub struct WebhookUpdate(pub Vec<u8>);
 
 fn http_client(poll_timeout: u32) -> reqwest::Client {
     // Long polls hold the request for `poll_timeout`: the client must wait longer than that.
@@ -89,6 +98,9 @@ impl TelegramChannel {
             bot,
             approvals: start.approvals,
             posted: HashMap::new(),
+            me: None,
+            webhook_secret: start.webhook_secret,
+            backoff: BACKOFF_START,
             retired: false,
         }
     }
@@ -99,6 +111,10 @@ impl Actor for TelegramChannel {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.retired {
+            return;
+        }
+        if self.settings.mode == TelegramMode::Webhook {
+            self.register(ctx);
             return;
         }
         let poller = Poller {
@@ -116,6 +132,114 @@ impl Actor for TelegramChannel {
 }
 
 impl actix::Supervised for TelegramChannel {}
+
+impl TelegramChannel {
+    fn status(&self, status: Status, error: Option<String>) {
+        report(&self.id, self.generation, &self.manager, status, error);
+    }
+
+    /// Webhook mode: learn who the bot is and point Telegram at our webhook, retrying with
+    /// backoff until it works.
+    fn register(&mut self, ctx: &mut Context<Self>) {
+        let bot = self.bot.clone();
+        let base = self.settings.public_url.clone().unwrap_or_default();
+        let url = format!(
+            "{}/webhook/telegram/{}",
+            base.trim_end_matches('/'),
+            self.id
+        );
+        let secret = self.webhook_secret.clone();
+        let api = self.settings.api_base_url.clone();
+        ctx.spawn(
+            async move {
+                let me = bot.get_me().await?;
+                let url = reqwest::Url::parse(&url).map_err(|e| {
+                    RequestError::Api(ApiError::Unknown(format!("bad publicUrl: {e}")))
+                })?;
+                bot.set_webhook(url)
+                    .secret_token(secret)
+                    .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+                    .await?;
+                Ok::<_, RequestError>(me)
+            }
+            .into_actor(self)
+            .map(move |registered, act, ctx| match registered {
+                Ok(me) => {
+                    act.me = Some(me);
+                    act.backoff = BACKOFF_START;
+                    act.status(Status::Connected, None);
+                }
+                Err(e) => {
+                    act.status(Status::Error, Some(describe(&e, &api)));
+                    let wait = match &e {
+                        RequestError::RetryAfter(s) => s.duration(),
+                        _ => act.backoff,
+                    };
+                    act.backoff = (act.backoff * 2).min(BACKOFF_MAX);
+                    ctx.run_later(wait, |act, ctx| act.register(ctx));
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<WebhookUpdate> for TelegramChannel {
+    type Result = ResponseFuture<Result<(), WebhookRefusal>>;
+
+    fn handle(
+        &mut self,
+        WebhookUpdate(body): WebhookUpdate,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let Some(me) = self.me.clone().filter(|_| !self.retired) else {
+            // Telegram retries: by then the bot knows who it is.
+            return Box::pin(async {
+                Err(WebhookRefusal::Unavailable(
+                    "the channel is starting".into(),
+                ))
+            });
+        };
+        let update: Update = match serde_json::from_slice(&body) {
+            Ok(u) => u,
+            Err(e) => {
+                return Box::pin(async move {
+                    Err(WebhookRefusal::BadRequest(format!(
+                        "not a Telegram update: {e}"
+                    )))
+                })
+            }
+        };
+        let manager = self.manager.clone();
+        let id = self.id.clone();
+        let settings = self.settings.clone();
+        let bot = self.bot.clone();
+        let approvals = self.approvals.clone();
+        Box::pin(async move {
+            let messages = match &update.kind {
+                UpdateKind::Message(m) => vec![incoming(m, &me, &settings)],
+                UpdateKind::CallbackQuery(q) => {
+                    decide(&bot, &approvals, &settings.admin_chat_ids, q).await;
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            };
+            match manager
+                .send(Received {
+                    channel_id: id,
+                    messages,
+                    state: None,
+                })
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(WebhookRefusal::Unavailable(e)),
+                Err(_) => Err(WebhookRefusal::Unavailable(
+                    "the gateway is stopping".into(),
+                )),
+            }
+        })
+    }
+}
 
 impl Handler<Retire> for TelegramChannel {
     type Result = ();
@@ -216,7 +340,9 @@ impl Poller {
             for u in &updates {
                 match &u.kind {
                     UpdateKind::Message(m) => messages.push(incoming(m, &who, &self.settings)),
-                    UpdateKind::CallbackQuery(q) => self.decide(q).await,
+                    UpdateKind::CallbackQuery(q) => {
+                        decide(&self.bot, &self.approvals, &self.settings.admin_chat_ids, q).await
+                    }
                     _ => {}
                 }
             }
@@ -238,43 +364,6 @@ impl Poller {
                 Err(_) => return,
             }
         }
-    }
-
-    /// An admin pressed Approve or Reject under an approval request.
-    async fn decide(&self, q: &CallbackQuery) {
-        let Some((id, approve)) = q.data.as_deref().and_then(parse_decision) else {
-            return;
-        };
-        let chat = q.message.as_ref().map(|m| m.chat().id.0);
-        let answer = if !chat.is_some_and(|c| self.settings.admin_chat_ids.contains(&c)) {
-            "Approvals are decided in the admin chats only.".to_string()
-        } else {
-            let by = q
-                .from
-                .username
-                .as_ref()
-                .map_or_else(|| q.from.id.0.to_string(), |u| format!("@{u}"));
-            let decided = self
-                .approvals
-                .send(Decide {
-                    id: id.to_string(),
-                    approve,
-                    by: format!("telegram:{by}"),
-                    reason: Some("decided in Telegram".into()),
-                })
-                .await;
-            match decided {
-                Ok(Ok(_)) if approve => "Approved.".to_string(),
-                Ok(Ok(_)) => "Rejected.".to_string(),
-                Ok(Err(e)) => format!("Not changed: {e}"),
-                Err(_) => "The gateway is restarting; try again.".to_string(),
-            }
-        };
-        let _ = self
-            .bot
-            .answer_callback_query(q.id.clone())
-            .text(answer)
-            .await;
     }
 
     /// Wait before the next attempt: what Telegram asked for, or an exponential backoff.
@@ -426,6 +515,38 @@ impl Handler<Typing> for TelegramChannel {
             .into_actor(self),
         );
     }
+}
+
+/// An admin pressed Approve or Reject under an approval request.
+async fn decide(bot: &Bot, approvals: &Addr<ApprovalDesk>, admin_chats: &[i64], q: &CallbackQuery) {
+    let Some((id, approve)) = q.data.as_deref().and_then(parse_decision) else {
+        return;
+    };
+    let chat = q.message.as_ref().map(|m| m.chat().id.0);
+    let answer = if !chat.is_some_and(|c| admin_chats.contains(&c)) {
+        "Approvals are decided in the admin chats only.".to_string()
+    } else {
+        let by = q
+            .from
+            .username
+            .as_ref()
+            .map_or_else(|| q.from.id.0.to_string(), |u| format!("@{u}"));
+        let decided = approvals
+            .send(Decide {
+                id: id.to_string(),
+                approve,
+                by: format!("telegram:{by}"),
+                reason: Some("decided in Telegram".into()),
+            })
+            .await;
+        match decided {
+            Ok(Ok(_)) if approve => "Approved.".to_string(),
+            Ok(Ok(_)) => "Rejected.".to_string(),
+            Ok(Err(e)) => format!("Not changed: {e}"),
+            Err(_) => "The gateway is restarting; try again.".to_string(),
+        }
+    };
+    let _ = bot.answer_callback_query(q.id.clone()).text(answer).await;
 }
 
 /// `apr:<approval id>:a` (approve) or `:r` (reject), as the buttons carry it.

@@ -872,6 +872,15 @@ impl Params {
             }
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
             form(&String::from_utf8_lossy(body), &mut map);
+        } else if content_type.starts_with("multipart/form-data") {
+            // Clients send methods that can carry files (setWebhook, sendDocument) this way.
+            let boundary = content_type
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("boundary="))
+                .next()
+                .map(|b| b.trim_matches('"').to_string())
+                .ok_or("Bad Request: multipart body without a boundary")?;
+            map.extend(multipart_fields(body, &boundary));
         }
         Ok(Params(map))
     }
@@ -2276,6 +2285,38 @@ pub mod markup {
         }
         Ok((finish(out), sorted(entities)))
     }
+}
+
+/// The text fields of a `multipart/form-data` body (RFC 7578); file parts are skipped.
+fn multipart_fields(body: &[u8], boundary: &str) -> Map<String, Value> {
+    let text = String::from_utf8_lossy(body);
+    let delimiter = format!("--{boundary}");
+    let mut fields = Map::new();
+    for part in text.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .unwrap_or_default();
+        if disposition.contains("filename=") {
+            continue;
+        }
+        let name = disposition
+            .split(';')
+            .filter_map(|p| p.trim().strip_prefix("name="))
+            .next()
+            .map(|n| n.trim_matches('"').to_string());
+        if let Some(name) = name {
+            let value = value.strip_suffix("\r\n").unwrap_or(value);
+            fields.insert(name, Value::String(value.to_string()));
+        }
+    }
+    fields
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use loop_gateway_actors::channels::{
     ChannelError, ChannelFields, CreateChannel, GetChannel, GetChannelMessages, ListChannels,
-    RemoveChannel, UpdateChannel, VerifyWhatsApp, WebhookRefusal, WhatsAppNotification,
+    RemoveChannel, TelegramWebhookUpdate, UpdateChannel, VerifyWhatsApp, WebhookRefusal,
+    WhatsAppNotification,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -242,6 +243,35 @@ pub async fn whatsapp_notify(
             .send(WhatsAppNotification {
                 channel_id: channel_id.into_inner(),
                 signature,
+                body: body.to_vec(),
+            })
+            .await,
+    )?;
+    Ok(HttpResponse::Ok().json(json!({"ok": true})))
+}
+
+/// Telegram updates in webhook mode, checked against `X-Telegram-Bot-Api-Secret-Token`;
+/// 200 once stored (Telegram redelivers anything else).
+#[utoipa::path(tag = "channels", request_body(content = Object),
+    responses((status = 200), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[post("/telegram/{channel_id}")]
+pub async fn telegram_update(
+    state: web::Data<AppState>,
+    channel_id: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let secret_token = req
+        .headers()
+        .get("x-telegram-bot-api-secret-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    reply(
+        state
+            .channels
+            .send(TelegramWebhookUpdate {
+                channel_id: channel_id.into_inner(),
+                secret_token,
                 body: body.to_vec(),
             })
             .await,
