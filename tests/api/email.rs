@@ -185,4 +185,42 @@ MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
         .await;
     assert_eq!(page.body["counts"]["answered"], 2, "{}", page.body);
     assert_eq!(page.body["counts"]["ignored"], 1, "{}", page.body);
+
+    // Robots are not answered (RFC 3834), and a Reply-To never redirects the answer away
+    // from the sender the allow-list judged.
+    mail.send(
+        ALICE,
+        AGENT,
+        "Out of office",
+        "I am away",
+        &[("Auto-Submitted", "auto-replied")],
+    );
+    mail.send(
+        ALICE,
+        AGENT,
+        "Newsletter",
+        "Big news",
+        &[("Precedence", "bulk")],
+    );
+    for _ in 0..2 {
+        let ev = events
+            .wait_for("message:incoming", WAIT, |p| p["status"] == "ignored")
+            .await;
+        assert_eq!(ev["payload"]["ignoredReason"], "auto_submitted", "{ev}");
+    }
+    mail.send(
+        ALICE,
+        AGENT,
+        "redirect",
+        "Answer Mallory instead",
+        &[("Reply-To", MALLORY)],
+    );
+    let replies = mail.wait_for_mail(ALICE, PASSWORD, "INBOX", 3, WAIT);
+    assert_eq!(replies.len(), 3);
+    assert!(mail.fetch_all(MALLORY, PASSWORD, "INBOX").is_empty());
+    let ours = &replies[2];
+    assert_eq!(
+        ours.header("Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
 }

@@ -207,7 +207,21 @@ fn merged(config: &Map<String, Value>, secrets: &Map<String, Value>) -> Value {
 
 fn typed<T: DeserializeOwned>(all: Value) -> Result<T, ConfigError> {
     serde_json::from_value(all).map_err(|e| {
-        let text = e.to_string();
+        let mut text = e.to_string();
+        // "invalid type: string \"hunter2\", expected u16": never echo a value (it may be a
+        // credential); the field is not named in these, so say what was expected.
+        if text.starts_with("invalid type") || text.starts_with("invalid value") {
+            let expected = text
+                .split(", expected")
+                .nth(1)
+                .unwrap_or(" another type")
+                .to_string();
+            return invalid(
+                "",
+                format!("a value has the wrong type (expected{expected})"),
+            );
+        }
+        text = text.replace("config.", "");
         // serde names the field in backticks: point at it.
         let field = text
             .split('`')
@@ -351,6 +365,20 @@ pub fn validate(
     }
 }
 
+/// What a channel's resume state refers to: the bot (a token's id part) or the mailbox.
+pub fn endpoint(settings: &Settings) -> String {
+    match settings {
+        Settings::Telegram(s) => s
+            .bot_token
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        Settings::Email(s) => format!("{}\n{}\n{}", s.imap_host, s.imap_user, s.mailbox),
+        Settings::WhatsApp(s) => s.phone_number_id.clone().unwrap_or_default(),
+    }
+}
+
 /// Split a request's `config` into public fields and credentials.
 pub fn split(kind: &str, config: Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
     let secret = secret_fields(kind);
@@ -380,7 +408,13 @@ pub fn merge(into: &mut Map<String, Value>, update: Map<String, Value>) {
 /// `+` of phone numbers.
 pub fn normalise_sender(s: &str) -> String {
     let s = s.trim();
-    let s = s.strip_prefix('+').unwrap_or(s);
+    // A phone number as people write it (`+49 151 1234-567`): digits only, as WhatsApp sends.
+    let phone = s.starts_with('+')
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
+    if phone {
+        return s.chars().filter(char::is_ascii_digit).collect();
+    }
     s.to_lowercase()
 }
 
@@ -421,6 +455,21 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(e.field, "config.botTokn", "{e}");
+    }
+
+    #[test]
+    fn wrong_types_do_not_echo_values() {
+        let e = validate("email", &Map::new(), &obj(json!({"imapPassword": 123456})))
+            .err()
+            .unwrap();
+        assert!(!e.message.contains("123456"), "{e}");
+    }
+
+    #[test]
+    fn phone_numbers_match_as_digits() {
+        assert_eq!(normalise_sender("+49 151 1234-567"), "491511234567");
+        assert_eq!(normalise_sender("@Alice"), "@alice");
+        assert_eq!(normalise_sender("Ann@Example.test"), "ann@example.test");
     }
 
     #[test]

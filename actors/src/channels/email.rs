@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use governor::DefaultDirectRateLimiter;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use mail_parser::MimeHeaders;
 use serde_json::{json, Value};
 
 use super::config::{EmailSettings, TlsMode};
@@ -25,6 +26,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const IDLE_SLICE: Duration = Duration::from_secs(20);
 /// Messages fetched per round trip.
 const FETCH_BATCH: usize = 20;
+/// The longest an IMAP command may wait for the server.
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct EmailChannel {
     id: String,
@@ -34,7 +37,17 @@ pub struct EmailChannel {
     stop: Arc<AtomicBool>,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     limiter: Arc<DefaultDirectRateLimiter>,
+    /// `(UIDVALIDITY, first UID to answer)`: mail older than the channel is not answered.
+    /// Shared with the reader thread, so a restarted actor knows what it saved.
+    watermark: Arc<std::sync::Mutex<Option<(u32, u32)>>>,
     retired: bool,
+}
+
+fn watermark_of(state: Option<&Value>) -> Option<(u32, u32)> {
+    let s = state?;
+    let validity = u32::try_from(s.get("uidValidity")?.as_u64()?).ok()?;
+    let from = u32::try_from(s.get("uidFrom")?.as_u64()?).ok()?;
+    Some((validity, from))
 }
 
 impl EmailChannel {
@@ -47,6 +60,7 @@ impl EmailChannel {
             manager: start.manager,
             stop: Arc::new(AtomicBool::new(false)),
             smtp: None,
+            watermark: Arc::new(std::sync::Mutex::new(watermark_of(start.state.as_ref()))),
             retired: false,
         }
     }
@@ -95,6 +109,7 @@ impl Actor for EmailChannel {
             manager: self.manager.clone(),
             stop: self.stop.clone(),
             runtime: tokio::runtime::Handle::current(),
+            watermark: self.watermark.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("imap-{}", &self.id[..8.min(self.id.len())]))
@@ -182,7 +197,12 @@ impl Handler<Deliver> for EmailChannel {
                     .map_err(|e| DeliverError::Permanent(format!("recipient {to:?}: {e}")))?)
                 .subject(subject)
                 .message_id(Some(format!("<{}@{domain}>", uuid::Uuid::new_v4())))
-                .header(ContentType::TEXT_PLAIN);
+                .header(ContentType::TEXT_PLAIN)
+                // RFC 3834: other robots must not answer this one.
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("Auto-Submitted"),
+                    "auto-replied".into(),
+                ));
             if !original.is_empty() {
                 builder = builder.in_reply_to(angle(original));
             }
@@ -200,6 +220,7 @@ impl Handler<Deliver> for EmailChannel {
                     DeliverError::Retry {
                         after: Duration::from_secs(5),
                         reason: format!("cannot send over SMTP: {e}"),
+                        sent_parts: 0,
                     }
                 }
             })
@@ -215,9 +236,35 @@ struct Reader {
     manager: Addr<ChannelManager>,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
+    watermark: Arc<std::sync::Mutex<Option<(u32, u32)>>>,
 }
 
-type Session = imap::Session<imap::Connection>;
+/// The IMAP connection with a read timeout that is never lifted: `idle()` sets its own and
+/// then asks for none, which on a half-open connection would block the thread forever.
+struct Bounded(imap::Connection);
+
+impl std::io::Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl imap::extensions::idle::SetReadTimeout for Bounded {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::Result<()> {
+        self.0.set_read_timeout(Some(timeout.unwrap_or(IO_TIMEOUT)))
+    }
+}
+
+type Session = imap::Session<Bounded>;
 
 impl Reader {
     fn status(&self, status: Status, error: Option<String>) {
@@ -267,6 +314,15 @@ impl Reader {
             .tls_kind(imap::TlsKind::Rust)
             .connect()
             .map_err(|e| format!("cannot connect to the IMAP server {where_}: {e}"))?;
+        let mut stream = client
+            .into_inner()
+            .map_err(|e| format!("IMAP connection to {where_}: {e}"))?;
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| format!("IMAP connection to {where_}: {e}"))?;
+        let mut client = imap::Client::new(Bounded(stream));
+        // The builder has read the greeting already.
+        client.greeting_read = true;
         client
             .login(&s.imap_user, &s.imap_password)
             .map_err(|(e, _)| format!("the IMAP server refused the login for {}: {e}", s.imap_user))
@@ -279,6 +335,26 @@ impl Reader {
             .select(&self.settings.mailbox)
             .map_err(|e| format!("cannot open mailbox {}: {e}", self.settings.mailbox))?;
         let validity = mailbox.uid_validity.unwrap_or(0);
+        let known = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+        let from = match known {
+            Some((v, from)) if v == validity => from,
+            // First connection (or the mailbox was recreated): what is already there is
+            // history, not questions; answer what arrives from now on.
+            _ => {
+                let from = mailbox.uid_next.unwrap_or(1);
+                let saved = self.runtime.block_on(self.manager.send(Received {
+                    channel_id: self.id.clone(),
+                    generation: self.generation,
+                    messages: Vec::new(),
+                    state: Some(json!({"uidValidity": validity, "uidFrom": from})),
+                }));
+                if !matches!(saved, Ok(Ok(()))) {
+                    return Err("cannot save the mailbox position".into());
+                }
+                *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = Some((validity, from));
+                from
+            }
+        };
         let idle = session
             .capabilities()
             .map(|c| c.has_str("IDLE"))
@@ -287,7 +363,7 @@ impl Reader {
         *backoff = BACKOFF_START;
         let err = |e: imap::Error| format!("IMAP: {e}");
         while !self.stopped() {
-            self.fetch_unseen(&mut session, validity)?;
+            self.fetch_unseen(&mut session, validity, from)?;
             if idle {
                 session
                     .idle()
@@ -308,12 +384,13 @@ impl Reader {
         Ok(())
     }
 
-    fn fetch_unseen(&self, session: &mut Session, validity: u32) -> Result<(), String> {
+    fn fetch_unseen(&self, session: &mut Session, validity: u32, from: u32) -> Result<(), String> {
         let err = |e: imap::Error| format!("IMAP: {e}");
         let mut uids: Vec<u32> = session
             .uid_search("UNSEEN")
             .map_err(err)?
             .into_iter()
+            .filter(|&uid| uid >= from)
             .collect();
         uids.sort_unstable();
         for batch in uids.chunks(FETCH_BATCH) {
@@ -336,6 +413,7 @@ impl Reader {
                 .collect();
             let stored = self.runtime.block_on(self.manager.send(Received {
                 channel_id: self.id.clone(),
+                generation: self.generation,
                 messages,
                 state: None,
             }));
@@ -396,10 +474,20 @@ pub(crate) fn parse_email(raw: &[u8], fallback_id: &str, own_address: &str) -> I
         .to_lowercase();
     let body = m.body_text(0).map(|b| b.into_owned()).unwrap_or_default();
     let text = strip_quoted(&body);
-    let auto = m
-        .header("Auto-Submitted")
-        .and_then(|h| h.as_text())
-        .is_some_and(|v| !v.eq_ignore_ascii_case("no"));
+    // RFC 3834: never answer automatic mail (auto-replies, bounces, lists, bulk).
+    let text_header = |name: &str| m.header(name).and_then(|h| h.as_text()).map(str::to_string);
+    let auto = text_header("Auto-Submitted").is_some_and(|v| !v.eq_ignore_ascii_case("no"))
+        || text_header("Precedence")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "bulk" | "list" | "junk"))
+        || m.header("List-Id").is_some()
+        || address.starts_with("mailer-daemon@")
+        || address.starts_with("postmaster@")
+        || m.content_type().is_some_and(|ct| {
+            ct.ctype().eq_ignore_ascii_case("multipart")
+                && ct
+                    .subtype()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        });
     let unsupported = if address.is_empty() {
         Some("no_sender_address".to_string())
     } else if address == own_address.to_lowercase() {
@@ -427,12 +515,9 @@ pub(crate) fn parse_email(raw: &[u8], fallback_id: &str, own_address: &str) -> I
             "subject": m.subject().unwrap_or_default(),
             "messageId": message_id,
             "references": refs,
-            "replyTo": m
-                .reply_to()
-                .and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .map(str::to_lowercase)
-                .unwrap_or(address),
+            // Replies go to the address the allow-list judged, never to a Reply-To the
+            // sender chose.
+            "replyTo": address,
         })),
         addressed: true,
         unsupported,

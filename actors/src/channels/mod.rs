@@ -27,7 +27,8 @@ use crate::groups::{AgentGroups, ForgetChannel, ResolveChannelGroup};
 use crate::secrets::SecretBox;
 use crate::store::channels::{
     ChannelMessageCounts, ChannelRow, CloseMessage, CountAttempt, DeleteChannel as DeleteRow,
-    Disposition, InboxRow, ListChannelMessages, NewInbound, ReceiveMessages, SaveChannel, SetReply,
+    Disposition, InboxRow, ListChannelMessages, NewInbound, ReceiveMessages, SaveChannel,
+    SaveChannelState, SetReply,
 };
 use crate::store::{answered, Store, StoreError};
 use crate::supervise::{start_supervised, Supervision};
@@ -45,6 +46,9 @@ const SECRETS_CONTEXT: &str = "channels.secrets";
 /// How often the "typing…" indicator is renewed while a run works (Telegram shows it ~5 s).
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 const DELIVERY_RETRY_MAX: Duration = Duration::from_secs(300);
+/// Delivery attempts before a reply is marked failed (backoff reaches 5 min after ~9, so this
+/// is over an hour of trying).
+const MAX_DELIVERY_ATTEMPTS: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -79,8 +83,9 @@ pub struct ChannelView {
     pub updated_at: String,
 }
 
-/// The fields of a create or an update (absent: unchanged on update).
-#[derive(Debug, Clone, Default)]
+/// The fields of a create or an update (absent: unchanged on update). No `Debug`: `config`
+/// holds credentials.
+#[derive(Clone, Default)]
 pub struct ChannelFields {
     pub kind: Option<String>,
     pub name: Option<String>,
@@ -189,6 +194,9 @@ pub struct Incoming {
 #[rtype(result = "Result<(), String>")]
 pub struct Received {
     pub channel_id: String,
+    /// The generation of the actor that received them; a retired actor's are refused (the
+    /// platform redelivers them to the current one).
+    pub generation: u64,
     pub messages: Vec<Incoming>,
     pub state: Option<Value>,
 }
@@ -199,14 +207,21 @@ pub struct Received {
 pub struct Deliver {
     pub chat_key: String,
     pub text: String,
+    /// Parts of a long reply already delivered by an earlier attempt (not sent again).
+    pub sent_parts: usize,
     /// The inbox message's `meta` (what threading the reply needs).
     pub meta: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
 pub enum DeliverError {
-    /// Worth trying again later (peer down, rate limited).
-    Retry { after: Duration, reason: String },
+    /// Worth trying again later (peer down, rate limited); `sent_parts` of a long reply
+    /// went out before the failure.
+    Retry {
+        after: Duration,
+        reason: String,
+        sent_parts: usize,
+    },
     /// Will never work (chat gone, bot blocked, recipient refused).
     Permanent(String),
 }
@@ -227,10 +242,13 @@ pub struct Typing {
     pub chat_key: String,
 }
 
-/// To a channel actor: stop for good (the channel was deleted, disabled or reconfigured).
+/// To a channel actor: stop for good. `final_`: the channel was deleted or disabled (not
+/// replaced by a reconfigured actor), so it may unregister from the platform.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Retire;
+pub struct Retire {
+    pub final_: bool,
+}
 
 /// A Telegram update delivered to `/webhook/telegram/:channelId` (webhook mode). `Ok` once
 /// stored: Telegram redelivers anything not answered with a 2xx.
@@ -396,6 +414,9 @@ pub struct ChannelManager {
     channels: HashMap<String, Channel>,
     lanes: HashMap<(String, String), Lane>,
     open_at_start: Vec<InboxRow>,
+    subscribed: bool,
+    /// Set by a restart in place: read the open messages again.
+    reload_open: bool,
 }
 
 impl ChannelManager {
@@ -466,6 +487,8 @@ impl ChannelManager {
             channels,
             lanes: HashMap::new(),
             open_at_start: open,
+            subscribed: false,
+            reload_open: false,
         }
     }
 
@@ -484,7 +507,9 @@ impl ChannelManager {
             return;
         };
         if let Some(old) = ch.link.take() {
-            old.retire.do_send(Retire);
+            old.retire.do_send(Retire {
+                final_: !ch.row.enabled,
+            });
         }
         ch.generation += 1;
         let Some(settings) = ch.settings.clone().filter(|_| ch.row.enabled) else {
@@ -574,7 +599,7 @@ impl ChannelManager {
         if let Some(ch) = self.channels.get_mut(id) {
             ch.generation += 1;
             if let Some(link) = ch.link.take() {
-                link.retire.do_send(Retire);
+                link.retire.do_send(Retire { final_: true });
             }
         }
     }
@@ -650,6 +675,9 @@ impl ChannelManager {
         let Some(ch) = self.channels.get(&msg.channel_id) else {
             return Box::pin(fut::ready(Err("the channel no longer exists".to_string())));
         };
+        if msg.generation != ch.generation {
+            return Box::pin(fut::ready(Err("this channel was reconfigured".to_string())));
+        }
         let _ = ctx;
         let messages: Vec<NewInbound> = msg
             .messages
@@ -832,12 +860,20 @@ impl Work {
             }
         }
         let text = row.reply.clone().unwrap_or_default();
+        // Parts of a long reply that an earlier attempt delivered (kept in memory only).
+        let already = row
+            .meta
+            .as_ref()
+            .and_then(|m| m.get("sentParts"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
         let sent = self
             .link
             .deliver
             .send(Deliver {
                 chat_key: row.chat_key.clone(),
                 text: text.clone(),
+                sent_parts: already,
                 meta: row.meta.clone(),
             })
             .await
@@ -845,17 +881,37 @@ impl Work {
                 Err(DeliverError::Retry {
                     after: Duration::from_secs(1),
                     reason: "the channel restarted".into(),
+                    sent_parts: already,
                 })
             });
         let (status, error) = match sent {
             Ok(()) => ("answered", None),
-            Err(DeliverError::Retry { after, reason }) => {
+            Err(DeliverError::Retry { reason, .. })
+                if row.attempts + 1 >= MAX_DELIVERY_ATTEMPTS =>
+            {
+                // Retried with backoff for over an hour: the lane must move on.
+                (
+                    "failed",
+                    Some(format!(
+                        "gave up after {MAX_DELIVERY_ATTEMPTS} attempts: {reason}"
+                    )),
+                )
+            }
+            Err(DeliverError::Retry {
+                after,
+                reason,
+                sent_parts,
+            }) => {
                 row.attempts += 1;
                 tracing::warn!(message = row.id, attempts = row.attempts, %reason, "reply not delivered; retrying");
                 self.store.do_send(CountAttempt {
                     id: row.id,
                     error: reason,
                 });
+                if sent_parts > already {
+                    let meta = row.meta.get_or_insert_with(|| serde_json::json!({}));
+                    meta["sentParts"] = serde_json::json!(sent_parts);
+                }
                 let after = after.max(retry_delay(row.attempts - 1));
                 return Step::Again(Box::new(row), after);
             }
@@ -972,31 +1028,53 @@ impl Actor for ChannelManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Approval requests go to the admin chats of channels that have them.
-        self.bus.do_send(SubscribeTo {
-            names: &["approval:required", "approval:resolved"],
-            recipient: ctx.address().recipient(),
-        });
+        // Approval requests go to the admin chats of channels that have them. (The
+        // subscription outlives a restart in place: the address stays the same.)
+        if !self.subscribed {
+            self.subscribed = true;
+            self.bus.do_send(SubscribeTo {
+                names: &["approval:required", "approval:resolved"],
+                recipient: ctx.address().recipient(),
+            });
+        }
         let ids: Vec<String> = self.channels.keys().cloned().collect();
         for id in ids {
             self.launch(&id, ctx);
         }
-        // What the last run of the gateway left unanswered, in order.
-        for row in std::mem::take(&mut self.open_at_start) {
-            self.enqueue(row, ctx);
+        if self.reload_open {
+            // After a crash of this actor: the lanes are rebuilt from what is stored, so
+            // messages whose storing was in flight are not forgotten.
+            let read = self.store.send(crate::store::channels::OpenMessages);
+            ctx.spawn(async move { answered(read.await) }.into_actor(self).map(
+                |open, act, ctx| match open {
+                    Ok(rows) => {
+                        for row in rows {
+                            act.enqueue(row, ctx);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot reload unanswered messages"),
+                },
+            ));
+        } else {
+            // What the last run of the gateway left unanswered, in order.
+            for row in std::mem::take(&mut self.open_at_start) {
+                self.enqueue(row, ctx);
+            }
         }
     }
 }
 
 impl actix::Supervised for ChannelManager {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        // Lanes in work lost their futures: they start over (stored state says where).
-        for lane in self.lanes.values_mut() {
-            lane.busy = false;
-        }
+        // The work in flight died with the old state: channel actors are retired (started()
+        // launches new ones) and lanes are rebuilt from the store.
         for ch in self.channels.values_mut() {
-            ch.link = None;
+            if let Some(link) = ch.link.take() {
+                link.retire.do_send(Retire { final_: false });
+            }
         }
+        self.lanes.clear();
+        self.reload_open = true;
     }
 }
 
@@ -1183,8 +1261,19 @@ impl Handler<UpdateChannel> for ChannelManager {
                     .iter()
                     .map(|s| config::normalise_sender(s))
                     .collect();
-                // The resume state is the running channel's: keep what it saved.
-                let state = ch.row.state.take();
+                // The resume state is the running channel's: keep what it saved, unless it
+                // now talks to another bot or mailbox, whose positions mean something else.
+                let moved = ch
+                    .settings
+                    .as_ref()
+                    .is_some_and(|old| config::endpoint(old) != config::endpoint(&settings));
+                let state = ch.row.state.take().filter(|_| !moved);
+                if moved {
+                    act.store.do_send(SaveChannelState {
+                        id: id.clone(),
+                        state: Value::Null,
+                    });
+                }
                 ch.row = row;
                 ch.row.state = state;
                 ch.secrets = secrets;
@@ -1323,6 +1412,7 @@ impl Handler<WhatsAppNotification> for ChannelManager {
     fn handle(&mut self, msg: WhatsAppNotification, ctx: &mut Context<Self>) -> Self::Result {
         let parsed = (|| {
             let ch = self.find_by_kind(&msg.channel_id, "whatsapp")?;
+            let generation = ch.generation;
             let secret = ch
                 .secrets
                 .get("appSecret")
@@ -1336,9 +1426,9 @@ impl Handler<WhatsAppNotification> for ChannelManager {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            whatsapp::parse_notification(&msg.body, &phone_number_id)
+            whatsapp::parse_notification(&msg.body, &phone_number_id).map(|m| (m, generation))
         })();
-        let messages = match parsed {
+        let (messages, generation) = match parsed {
             Ok(m) => m,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
@@ -1349,6 +1439,7 @@ impl Handler<WhatsAppNotification> for ChannelManager {
         let received = self.receive(
             Received {
                 channel_id: msg.channel_id,
+                generation,
                 messages,
                 state: None,
             },

@@ -158,6 +158,8 @@ impl TelegramChannel {
                 })?;
                 bot.set_webhook(url)
                     .secret_token(secret)
+                    // One at a time, so updates are stored in the order Telegram has them.
+                    .max_connections(1)
                     .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
                     .await?;
                 Ok::<_, RequestError>(me)
@@ -211,6 +213,7 @@ impl Handler<WebhookUpdate> for TelegramChannel {
         };
         let manager = self.manager.clone();
         let id = self.id.clone();
+        let generation = self.generation;
         let settings = self.settings.clone();
         let bot = self.bot.clone();
         let approvals = self.approvals.clone();
@@ -226,6 +229,7 @@ impl Handler<WebhookUpdate> for TelegramChannel {
             match manager
                 .send(Received {
                     channel_id: id,
+                    generation,
                     messages,
                     state: None,
                 })
@@ -244,8 +248,15 @@ impl Handler<WebhookUpdate> for TelegramChannel {
 impl Handler<Retire> for TelegramChannel {
     type Result = ();
 
-    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+    fn handle(&mut self, retire: Retire, ctx: &mut Context<Self>) {
         self.retired = true;
+        if retire.final_ && self.settings.mode == TelegramMode::Webhook {
+            // Deleted or disabled: Telegram should stop calling a URL that now answers 404.
+            let bot = self.bot.clone();
+            actix_rt::spawn(async move {
+                let _ = bot.delete_webhook().await;
+            });
+        }
         ctx.stop();
     }
 }
@@ -351,6 +362,7 @@ impl Poller {
                 .manager
                 .send(Received {
                     channel_id: self.id.clone(),
+                    generation: self.generation,
                     messages,
                     state: Some(json!({ "offset": next })),
                 })
@@ -388,14 +400,15 @@ fn incoming(m: &Message, me: &Me, settings: &TelegramSettings) -> Incoming {
         }
     }
     let bot_name = me.user.username.clone().unwrap_or_default();
-    let mention = format!("@{}", bot_name.to_lowercase());
+    // Usernames are ASCII: lowercasing only ASCII keeps byte offsets of any text intact.
+    let mention = format!("@{}", bot_name.to_ascii_lowercase());
     let raw = m.text().or_else(|| m.caption()).unwrap_or_default();
     let private = m.chat.is_private();
     let replied_to_bot = m
         .reply_to_message()
         .and_then(|r| r.from.as_ref())
         .is_some_and(|u| u.id == me.user.id);
-    let mentioned = !bot_name.is_empty() && raw.to_lowercase().contains(&mention);
+    let mentioned = !bot_name.is_empty() && raw.to_ascii_lowercase().contains(&mention);
     let addressed = private || settings.group_mode == GroupMode::All || mentioned || replied_to_bot;
     // The mention is how the person called the bot, not part of the question.
     let text = if mentioned {
@@ -404,7 +417,8 @@ fn incoming(m: &Message, me: &Me, settings: &TelegramSettings) -> Incoming {
         raw.to_string()
     };
     Incoming {
-        external_id: format!("{}:{}", m.chat.id.0, m.id.0),
+        // Message ids count per chat and per bot: the bot is part of the identity.
+        external_id: format!("{}:{}:{}", me.user.id.0, m.chat.id.0, m.id.0),
         chat_key: m.chat.id.0.to_string(),
         sender: from.map_or_else(|| m.chat.id.0.to_string(), |u| u.id.0.to_string()),
         sender_name: from.map(|u| u.full_name()),
@@ -423,10 +437,9 @@ fn incoming(m: &Message, me: &Me, settings: &TelegramSettings) -> Incoming {
 }
 
 fn strip_mention(text: &str, mention_lower: &str) -> String {
-    let lower = text.to_lowercase();
+    let lower = text.to_ascii_lowercase();
     match lower.find(mention_lower) {
-        // Lowercasing can change byte lengths outside ASCII: only cut when it did not.
-        Some(i) if lower.len() == text.len() => {
+        Some(i) => {
             let mut out = String::with_capacity(text.len());
             out.push_str(&text[..i]);
             out.push_str(&text[i + mention_lower.len()..]);
@@ -441,16 +454,19 @@ fn deliver_error(e: RequestError, base: &str) -> DeliverError {
         RequestError::RetryAfter(s) => DeliverError::Retry {
             after: s.duration(),
             reason: describe(&RequestError::RetryAfter(s), base),
+            sent_parts: 0,
         },
         RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
             DeliverError::Retry {
                 after: Duration::from_secs(2),
                 reason: describe(&e, base),
+                sent_parts: 0,
             }
         }
         RequestError::Api(ApiError::Unknown(text)) => DeliverError::Retry {
             after: Duration::from_secs(5),
             reason: format!("Bot API error: {text}"),
+            sent_parts: 0,
         },
         other => DeliverError::Permanent(describe(&other, base)),
     }
@@ -475,25 +491,49 @@ impl Handler<Deliver> for TelegramChannel {
                 .and_then(Value::as_i64)
                 .filter(|_| meta.get("private").and_then(Value::as_bool) == Some(false))
                 .and_then(|id| i32::try_from(id).ok());
-            for (n, part) in split_message(&msg.text, TEXT_LIMIT).into_iter().enumerate() {
+            for (n, part) in split_message(&msg.text, TEXT_LIMIT)
+                .into_iter()
+                .enumerate()
+                .skip(msg.sent_parts)
+            {
                 limiter.until_ready().await;
                 let html = markdown_to_telegram_html(&part);
                 let mut rich = bot.send_message(ChatId(chat), &html);
                 let mut plain = bot.send_message(ChatId(chat), &part);
                 if let (0, Some(id)) = (n, reply_to) {
-                    rich = rich.reply_parameters(ReplyParameters::new(MessageId(id)));
-                    plain = plain.reply_parameters(ReplyParameters::new(MessageId(id)));
+                    // Still answer when the question was deleted meanwhile.
+                    let quote = ReplyParameters::new(MessageId(id)).allow_sending_without_reply();
+                    rich = rich.reply_parameters(quote.clone());
+                    plain = plain.reply_parameters(quote);
                 }
                 let sent = if html.chars().map(char::len_utf16).sum::<usize>() <= TEXT_LIMIT {
                     match rich.parse_mode(ParseMode::Html).await {
-                        // The markup was refused: the words still matter more than the looks.
-                        Err(RequestError::Api(ApiError::CantParseEntities(_))) => plain.await,
+                        // The markup (or a link in it) was refused: the words still matter
+                        // more than the looks.
+                        Err(RequestError::Api(_)) => plain.await,
                         other => other,
                     }
                 } else {
                     plain.await
                 };
-                sent.map_err(|e| deliver_error(e, &base))?;
+                match sent {
+                    Ok(_) => {}
+                    // Telegram took it (200) but its answer did not parse: sending it again
+                    // would repeat it.
+                    Err(RequestError::InvalidJson { source, .. }) => {
+                        tracing::warn!(error = %source, "Bot API answer not understood; the message was sent");
+                    }
+                    Err(e) => {
+                        return Err(match deliver_error(e, &base) {
+                            DeliverError::Retry { after, reason, .. } => DeliverError::Retry {
+                                after,
+                                reason,
+                                sent_parts: n,
+                            },
+                            permanent => permanent,
+                        })
+                    }
+                }
             }
             Ok(())
         })
@@ -651,6 +691,11 @@ mod tests {
             "what time?"
         );
         assert_eq!(strip_mention("hey @loop_bot, hi", "@loop_bot"), "hey , hi");
+        // Lowercasing that changes byte lengths must not move the cut (a panic before).
+        assert_eq!(
+            strip_mention("İİ@loop_bot €\u{212A}", "@loop_bot"),
+            "İİ €\u{212A}"
+        );
     }
 
     #[test]

@@ -103,7 +103,11 @@ impl Handler<Deliver> for WhatsAppChannel {
         let manager = self.manager.clone();
         let (id, generation) = (self.id.clone(), self.generation);
         Box::pin(async move {
-            for part in split_message(&msg.text, TEXT_LIMIT) {
+            for (n, part) in split_message(&msg.text, TEXT_LIMIT)
+                .into_iter()
+                .enumerate()
+                .skip(msg.sent_parts)
+            {
                 limiter.until_ready().await;
                 let body = json!({
                     "messaging_product": "whatsapp",
@@ -124,6 +128,7 @@ impl Handler<Deliver> for WhatsAppChannel {
                         return Err(DeliverError::Retry {
                             after: Duration::from_secs(2),
                             reason: format!("cannot reach the Graph API: {e}"),
+                            sent_parts: n,
                         })
                     }
                 };
@@ -152,11 +157,13 @@ impl Handler<Deliver> for WhatsAppChannel {
                     DeliverError::Retry {
                         after: Duration::from_secs(30),
                         reason,
+                        sent_parts: n,
                     }
                 } else if status.as_u16() == 401 {
                     DeliverError::Retry {
                         after: Duration::from_secs(60),
                         reason,
+                        sent_parts: n,
                     }
                 } else {
                     DeliverError::Permanent(reason)

@@ -143,6 +143,15 @@ pub struct CountAttempt {
     pub error: String,
 }
 
+/// Every message not yet answered, oldest first (a restarted manager rebuilds its lanes).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<InboxRow>, StoreError>")]
+pub struct OpenMessages;
+
+fn open_messages(conn: &Connection, _: OpenMessages) -> Result<Vec<InboxRow>, StoreError> {
+    load_open_messages(conn)
+}
+
 /// The newest messages of a channel.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<InboxRow>, StoreError>")]
@@ -286,6 +295,14 @@ pub fn receive_messages(
     msg: ReceiveMessages,
 ) -> Result<Vec<InboxRow>, StoreError> {
     let now = now_ms();
+    let deleted: Option<Option<i64>> = conn
+        .prepare_cached("SELECT deleted_at FROM channels WHERE id = ?1")?
+        .query_row([&msg.channel_id], |r| r.get(0))
+        .optional()?;
+    if !matches!(deleted, Some(None)) {
+        // Deleted (or unknown): a retired reader's late delivery is dropped, not reopened.
+        return Ok(Vec::new());
+    }
     let mut stored = Vec::with_capacity(msg.messages.len());
     for m in msg.messages {
         let exists: Option<i64> = conn
@@ -491,4 +508,5 @@ store_handler!(write SetReply => set_reply);
 store_handler!(write CloseMessage => close_message);
 store_handler!(write CountAttempt => count_attempt);
 store_handler!(ListChannelMessages => list_channel_messages);
+store_handler!(OpenMessages => open_messages);
 store_handler!(ChannelMessageCounts => channel_message_counts);
