@@ -219,6 +219,7 @@ impl Gateway {
             agents.clone(),
             groups.clone(),
             approvals.clone(),
+            config.data_dir.clone(),
             secrets.clone(),
             supervision.clone(),
             channel_rows,

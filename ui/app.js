@@ -1027,8 +1027,8 @@ const CHANNEL_FIELDS = {
     ["outboundPerMinute", "Replies per minute (max)", "number", "Default 20."],
   ],
   whatsapp: [
-    ["mode", "Mode", ["cloud"], "Cloud API (Meta's WhatsApp Business Platform). Linked-device (QR) mode is not in this build."],
-    ["phoneNumberId", "Phone number id", "text"], ["accessToken", "Access token", "password", "Write-only."],
+    ["mode", "Mode", ["cloud", "linked"], "cloud: Meta's WhatsApp Business Platform. linked: pair a phone by QR code (builds with the whatsapp-linked feature)."],
+    ["phoneNumberId", "Phone number id (cloud)", "text"], ["accessToken", "Access token", "password", "Write-only."],
     ["appSecret", "App secret", "password", "Checks X-Hub-Signature-256. Write-only."],
     ["verifyToken", "Verify token", "password", "Any secret you also enter at Meta. Write-only."],
     ["graphBaseUrl", "Graph API URL", "url", "Default https://graph.facebook.com"],
@@ -1146,7 +1146,8 @@ function viewChannels(view, _, ctx) {
         kv("Allowed senders", c.allowedSenders.length ? c.allowedSenders.join(", ") : "everyone"),
         kv("Credentials", c.secretsSet.length ? c.secretsSet.join(", ") + " set" : "none")),
       hook ? h("div", h("div.muted.small", { text: "Callback URL for Meta (with your verify token)" }), h("div.copyline", h("code", { text: hook }), copyBtn(hook))) : null,
-      c.qr ? h("div", h("div.muted.small", { text: "Scan with WhatsApp to link" }), h("pre", { text: c.qr })) : null,
+      c.qr ? h("div", h("div.muted.small", { text: "Pair: WhatsApp on the phone → Linked devices → Link a device, then scan" }),
+        h("img", { src: `/api/channels/${encodeURIComponent(c.id)}/qr.svg?v=${encodeURIComponent(c.qr.slice(-12))}`, alt: "Pairing QR code", width: 256, height: 256 })) : null,
       msgs);
   };
   const list = section(view, async () => {

@@ -162,6 +162,9 @@ pub enum GatewayEvent {
         status: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// WhatsApp linked-device pairing: the QR payload to scan.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        qr: Option<String>,
     },
 }
 

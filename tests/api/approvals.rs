@@ -380,3 +380,72 @@ async fn pending_approvals_survive_a_restart_and_expire_during_downtime() {
     )
     .await;
 }
+
+#[actix_rt::test]
+async fn two_calls_of_one_turn_are_decided_separately() {
+    let llm = MessagesApi::start();
+    let target = HttpTarget::start();
+    let s = TestServer::with_llm(&llm.url, &[("HTTP_REQUEST_ALLOW", "127.0.0.1")]);
+    let (session, token) = s.ready_webhook().await;
+    require_for_http(&s, &session, json!({})).await;
+    llm.push(Reply::Tools(vec![
+        (
+            "http_request".into(),
+            json!({"url": format!("{}/json?first", target.url)}),
+        ),
+        (
+            "http_request".into(),
+            json!({"url": format!("{}/json?second", target.url)}),
+        ),
+    ]));
+    let mut events = Events::connect(&s, &session).await;
+    let r = s.invoke(&token, json!({"message": "both?"})).await;
+    let run_id = r.body["runId"].as_str().unwrap().to_string();
+    let mut ids = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let ev = events
+            .wait_for("approval:required", Duration::from_secs(10), |_| true)
+            .await;
+        let url = ev["payload"]["input"]["url"].as_str().unwrap().to_string();
+        ids.insert(
+            if url.ends_with("first") {
+                "first"
+            } else {
+                "second"
+            },
+            ev["payload"]["approvalId"].as_str().unwrap().to_string(),
+        );
+    }
+    assert_eq!(ids.len(), 2, "one request per call");
+    let yes = s
+        .post(
+            &format!("/api/approvals/{}/approve", ids["first"]),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(yes.status, StatusCode::OK);
+    let no = s
+        .post(
+            &format!("/api/approvals/{}/reject", ids["second"]),
+            json!({"reason": "only one"}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(no.status, StatusCode::OK);
+    events
+        .wait_for("agent:run:complete", Duration::from_secs(10), |p| {
+            p["runId"] == run_id.as_str()
+        })
+        .await;
+    let made: Vec<String> = target.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let results = &llm.requests()[1].json()["messages"][2]["content"];
+    let errors: Vec<bool> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["is_error"] == true)
+        .collect();
+    assert_eq!(errors, vec![false, true], "{results}");
+}

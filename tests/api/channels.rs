@@ -412,6 +412,11 @@ async fn whatsapp_cloud_webhook_is_verified_signed_and_answered() {
         assert!(!text.contains(secret), "{secret} shown");
     }
     let id = created.body["id"].as_str().unwrap().to_string();
+    // A Cloud API channel has no pairing code to show.
+    let qr = s
+        .get(&format!("/api/channels/{id}/qr.svg"), Some(&session))
+        .await;
+    assert_eq!(qr.status, StatusCode::NOT_FOUND);
     connected(&mut events, &id).await;
 
     // Meta's verification handshake.

@@ -115,6 +115,7 @@ impl WebServer {
                         .service(api::channels::update)
                         .service(api::channels::remove)
                         .service(api::channels::messages)
+                        .service(api::channels::qr)
                         .service(api::groups::list)
                         .service(api::groups::create)
                         .service(api::groups::get)

@@ -352,9 +352,15 @@ pub fn validate(
                     rate(s.outbound_per_minute)?;
                     Ok(Settings::WhatsApp(s))
                 }
+                #[cfg(feature = "whatsapp-linked")]
+                WhatsAppMode::Linked => {
+                    rate(s.outbound_per_minute)?;
+                    Ok(Settings::WhatsApp(s))
+                }
+                #[cfg(not(feature = "whatsapp-linked"))]
                 WhatsAppMode::Linked => Err(invalid(
                     "mode",
-                    "linked-device mode (QR pairing) is not available in this build; use `cloud`",
+                    "linked-device mode (QR pairing) is not in this build (build with `--features whatsapp-linked`); use `cloud`",
                 )),
             }
         }

@@ -39,6 +39,8 @@ pub mod email;
 pub mod format;
 pub mod telegram;
 pub mod whatsapp;
+#[cfg(feature = "whatsapp-linked")]
+pub mod whatsapp_linked;
 
 use config::{ConfigError, Settings};
 
@@ -335,6 +337,17 @@ pub struct ChannelStart<S> {
     pub approvals: Addr<ApprovalDesk>,
     /// Telegram webhook mode: the secret Telegram sends back with every update.
     pub webhook_secret: String,
+    /// Where a channel keeps files of its own (WhatsApp linked-device sessions).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// From a linked-device channel: the QR payload to scan while pairing (`None` once paired).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QrUpdate {
+    pub channel_id: String,
+    pub generation: u64,
+    pub qr: Option<String>,
 }
 
 /// Report a status change to the manager (used by every channel actor).
@@ -363,6 +376,7 @@ struct Channel {
     last_error: Option<String>,
     last_message_at: Option<i64>,
     allowed: Vec<String>,
+    qr: Option<String>,
 }
 
 impl Channel {
@@ -380,7 +394,7 @@ impl Channel {
             status: self.status.as_str(),
             last_error: self.last_error.clone(),
             last_message_at: self.last_message_at.map(rfc3339),
-            qr: None,
+            qr: self.qr.clone(),
             created_at: rfc3339(self.row.created_at),
             updated_at: rfc3339(self.row.updated_at),
         }
@@ -407,6 +421,7 @@ pub struct ChannelManager {
     agents: Addr<AgentSupervisor>,
     groups: Addr<AgentGroups>,
     approvals: Addr<ApprovalDesk>,
+    data_dir: std::path::PathBuf,
     secrets: SecretBox,
     /// Derives each Telegram webhook's secret token (nothing more to store).
     webhook_key: [u8; 32],
@@ -428,6 +443,7 @@ impl ChannelManager {
         agents: Addr<AgentSupervisor>,
         groups: Addr<AgentGroups>,
         approvals: Addr<ApprovalDesk>,
+        data_dir: std::path::PathBuf,
         secrets: SecretBox,
         supervision: Addr<Supervision>,
         rows: Vec<ChannelRow>,
@@ -472,6 +488,7 @@ impl ChannelManager {
                     },
                     last_error,
                     last_message_at: last_seen.get(&id).copied(),
+                    qr: None,
                 },
             );
         }
@@ -481,6 +498,7 @@ impl ChannelManager {
             agents,
             groups,
             approvals,
+            data_dir,
             webhook_key: secrets.derive_key("telegram-webhook"),
             secrets,
             supervision,
@@ -527,6 +545,8 @@ impl ChannelManager {
         let channel_id = id.to_string();
         let approvals = self.approvals.clone();
         let webhook_secret = telegram_webhook_secret(&self.webhook_key, id);
+        let data_dir = self.data_dir.join("channels").join(id);
+        ch_qr_reset(&mut self.channels, id);
         let link = match settings {
             Settings::Telegram(s) => {
                 let admins = !s.admin_chat_ids.is_empty();
@@ -539,6 +559,7 @@ impl ChannelManager {
                     manager: me,
                     approvals,
                     webhook_secret,
+                    data_dir,
                 };
                 let addr = start_supervised("channel:telegram", &supervision, move |_| {
                     telegram::TelegramChannel::new(start)
@@ -557,6 +578,7 @@ impl ChannelManager {
                     manager: me,
                     approvals,
                     webhook_secret,
+                    data_dir,
                 };
                 ChannelLink::of(start_supervised("channel:email", &supervision, move |_| {
                     email::EmailChannel::new(start)
@@ -571,12 +593,21 @@ impl ChannelManager {
                     manager: me,
                     approvals,
                     webhook_secret,
+                    data_dir,
                 };
-                ChannelLink::of(start_supervised(
-                    "channel:whatsapp",
-                    &supervision,
-                    move |_| whatsapp::WhatsAppChannel::new(start),
-                ))
+                match start.settings.mode {
+                    #[cfg(feature = "whatsapp-linked")]
+                    config::WhatsAppMode::Linked => ChannelLink::of(start_supervised(
+                        "channel:whatsapp",
+                        &supervision,
+                        move |_| whatsapp_linked::WhatsAppLinkedChannel::new(start),
+                    )),
+                    _ => ChannelLink::of(start_supervised(
+                        "channel:whatsapp",
+                        &supervision,
+                        move |_| whatsapp::WhatsAppChannel::new(start),
+                    )),
+                }
             }
         };
         if let Some(ch) = self.channels.get_mut(id) {
@@ -624,6 +655,7 @@ impl ChannelManager {
             name: ch.row.name.clone(),
             status: status.as_str().to_string(),
             error,
+            qr: ch.qr.clone(),
         }));
     }
 
@@ -1078,6 +1110,28 @@ impl actix::Supervised for ChannelManager {
     }
 }
 
+impl Handler<QrUpdate> for ChannelManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: QrUpdate, _: &mut Context<Self>) {
+        let Some(ch) = self.channels.get_mut(&msg.channel_id) else {
+            return;
+        };
+        if ch.generation != msg.generation || ch.qr == msg.qr {
+            return;
+        }
+        ch.qr = msg.qr.clone();
+        self.bus.do_send(Publish(GatewayEvent::ChannelStatus {
+            channel_id: ch.row.id.clone(),
+            channel_type: ch.row.kind.clone(),
+            name: ch.row.name.clone(),
+            status: ch.status.as_str().to_string(),
+            error: ch.last_error.clone(),
+            qr: msg.qr,
+        }));
+    }
+}
+
 impl Handler<BusEvent> for ChannelManager {
     type Result = ();
 
@@ -1194,6 +1248,7 @@ impl Handler<CreateChannel> for ChannelManager {
                         status: Status::Stopped,
                         last_error: None,
                         last_message_at: None,
+                        qr: None,
                     },
                 );
                 act.launch(&id, ctx);
@@ -1306,6 +1361,7 @@ impl Handler<RemoveChannel> for ChannelManager {
                         name: ch.row.name.clone(),
                         status: "stopped".into(),
                         error: None,
+                        qr: None,
                     }));
                 }
                 act.groups.do_send(ForgetChannel {
@@ -1362,6 +1418,12 @@ impl Handler<GetChannelMessages> for ChannelManager {
             )?;
             Ok(ChannelMessages { messages, counts })
         })
+    }
+}
+
+fn ch_qr_reset(channels: &mut HashMap<String, Channel>, id: &str) {
+    if let Some(ch) = channels.get_mut(id) {
+        ch.qr = None;
     }
 }
 

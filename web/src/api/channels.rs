@@ -150,6 +150,36 @@ pub async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The pairing QR code of a WhatsApp linked-device channel, as SVG (404 when not pairing).
+#[utoipa::path(tag = "channels", security(("session" = [])),
+    responses((status = 200, content_type = "image/svg+xml", body = String), (status = 404, body = crate::error::ErrorBody)))]
+#[get("/channels/{id}/qr.svg")]
+pub async fn qr(
+    _auth: Authed,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let channel = state
+        .channels
+        .send(GetChannel { id: id.clone() })
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no channel with id {id}")))?;
+    let payload = channel
+        .qr
+        .ok_or_else(|| ApiError::not_found("this channel is not waiting for a QR scan"))?;
+    let code = qrcode::QrCode::new(payload.as_bytes())
+        .map_err(|e| ApiError::internal(format!("cannot draw the QR code: {e}")))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(256, 256)
+        .build();
+    Ok(HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header(("cache-control", "no-store"))
+        .body(svg))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
