@@ -238,6 +238,27 @@ async fn telegram_conflicts_and_rate_limits_are_reported_and_survived() {
     tg.set_conflict(false);
     connected(&mut events, &id).await;
 
+    // A second channel with a token Telegram refuses says so, and changes nothing for the
+    // first one.
+    let bad = s
+        .post(
+            "/api/channels",
+            json!({"type": "telegram", "name": "wrong token", "config": {
+                "botToken": "987654321:not-the-right-secret", "apiBaseUrl": tg.url,
+                "pollTimeoutSeconds": 1}}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::CREATED, "{}", bad.body);
+    let bad_id = bad.body["id"].as_str().unwrap().to_string();
+    let refused = events
+        .wait_for("channel:status", WAIT, |p| {
+            p["channelId"] == bad_id.as_str() && p["status"] == "error"
+        })
+        .await;
+    let why = refused["payload"]["error"].as_str().unwrap();
+    assert!(why.contains("401") && why.contains("botToken"), "{why}");
+
     // Telegram asks to slow down: the reply waits and then goes out once.
     tg.rate_limit_next(1, 1);
     tg.push(Inbound::new(ChatSpec::Private, alice(), "hello"));
