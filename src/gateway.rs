@@ -212,6 +212,7 @@ impl Gateway {
             webhook_rows,
             pending_deliveries,
         );
+        let webhook_tokens = webhooks.directory();
         let webhooks = start_supervised("webhooks", &supervision, move |_| webhooks);
         let channels = ChannelManager::new(
             store.clone(),
@@ -249,6 +250,7 @@ impl Gateway {
             supervision,
             agents,
             webhooks,
+            webhook_tokens,
             skills,
             groups,
             budgets,

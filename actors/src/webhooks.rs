@@ -5,6 +5,7 @@
 //! resumed after a restart.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -125,11 +126,17 @@ pub struct GetWebhook {
     pub id: String,
 }
 
-/// Which enabled webhook an inbound token belongs to.
-#[derive(Message)]
-#[rtype(result = "Option<InboundWebhook>")]
-pub struct AuthenticateToken {
-    pub token: String,
+/// The enabled webhooks by token hash: an immutable snapshot the `Webhooks` actor publishes
+/// after every change. Inbound calls check their token against it on their own thread
+/// (no round trip to the actor on the hot path); only the actor ever writes it.
+#[derive(Clone, Default)]
+pub struct TokenDirectory(Arc<arc_swap::ArcSwap<HashMap<String, InboundWebhook>>>);
+
+impl TokenDirectory {
+    /// The enabled webhook this token opens, if any.
+    pub fn authenticate(&self, token: &str) -> Option<InboundWebhook> {
+        self.0.load().get(&hash_token(token)).cloned()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +179,7 @@ pub struct Webhooks {
     secrets: SecretBox,
     config: DeliveryConfig,
     hooks: HashMap<String, Hook>,
-    by_token: HashMap<String, String>,
+    directory: TokenDirectory,
     pending_at_start: Vec<DeliveryRow>,
     client: Option<awc::Client>,
     subscribed: bool,
@@ -212,7 +219,7 @@ impl Webhooks {
             secrets,
             config,
             hooks: HashMap::new(),
-            by_token: HashMap::new(),
+            directory: TokenDirectory::default(),
             pending_at_start: pending,
             client: None,
             subscribed: false,
@@ -232,15 +239,39 @@ impl Webhooks {
     }
 
     fn insert(&mut self, hook: Hook) {
-        self.by_token
-            .insert(hook.row.token_hash.clone(), hook.row.id.clone());
         self.hooks.insert(hook.row.id.clone(), hook);
+        self.publish();
     }
 
     fn remove(&mut self, id: &str) -> Option<Hook> {
         let hook = self.hooks.remove(id)?;
-        self.by_token.remove(&hook.row.token_hash);
+        self.publish();
         Some(hook)
+    }
+
+    /// Replace the token snapshot the web layer reads.
+    fn publish(&self) {
+        let enabled = self
+            .hooks
+            .values()
+            .filter(|h| h.row.enabled)
+            .map(|h| {
+                (
+                    h.row.token_hash.clone(),
+                    InboundWebhook {
+                        id: h.row.id.clone(),
+                        name: h.row.name.clone(),
+                        platform: h.row.platform.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.directory.0.store(Arc::new(enabled));
+    }
+
+    /// The snapshot of enabled tokens (for the web layer).
+    pub fn directory(&self) -> TokenDirectory {
+        self.directory.clone()
     }
 
     fn validate(fields: &WebhookFields) -> Result<(), WebhookError> {
@@ -279,11 +310,7 @@ impl Webhooks {
     }
 
     /// Persist `hook`, then make it live.
-    fn save(
-        &mut self,
-        hook: Hook,
-        previous_token_hash: Option<String>,
-    ) -> ResponseActFuture<Self, Result<WebhookView, WebhookError>> {
+    fn save(&mut self, hook: Hook) -> ResponseActFuture<Self, Result<WebhookView, WebhookError>> {
         let store = self.store.clone();
         let row = hook.row.clone();
         Box::pin(
@@ -293,9 +320,8 @@ impl Webhooks {
                     if let Err(e) = crate::store::answered(res) {
                         return Err(e.into());
                     }
-                    if let Some(old) = previous_token_hash {
-                        act.by_token.remove(&old);
-                    }
+                    // The token snapshot is rebuilt from the hooks: a rotated-out token stops
+                    // working here.
                     let view = hook.view();
                     act.insert(hook);
                     Ok(view)
@@ -470,7 +496,7 @@ impl Handler<CreateWebhook> for Webhooks {
             },
             signing_secret: signing_secret.clone(),
         };
-        Box::pin(self.save(hook, None).map(move |r, _, _| {
+        Box::pin(self.save(hook).map(move |r, _, _| {
             r.map(|webhook| WebhookSecrets {
                 webhook,
                 token,
@@ -512,7 +538,7 @@ impl Handler<UpdateWebhook> for Webhooks {
             row,
             signing_secret: hook.signing_secret.clone(),
         };
-        self.save(hook, None)
+        self.save(hook)
     }
 }
 
@@ -525,7 +551,6 @@ impl Handler<RotateWebhookSecrets> for Webhooks {
         };
         let token = random_hex(32);
         let signing_secret = random_hex(32);
-        let old_hash = hook.row.token_hash.clone();
         let mut row = hook.row.clone();
         row.token_hash = hash_token(&token);
         row.token_hint = token[token.len() - 4..].to_string();
@@ -535,7 +560,7 @@ impl Handler<RotateWebhookSecrets> for Webhooks {
             row,
             signing_secret: signing_secret.clone(),
         };
-        Box::pin(self.save(hook, Some(old_hash)).map(move |r, _, _| {
+        Box::pin(self.save(hook).map(move |r, _, _| {
             r.map(|webhook| WebhookSecrets {
                 webhook,
                 token,
@@ -581,20 +606,6 @@ impl Handler<GetWebhook> for Webhooks {
 
     fn handle(&mut self, msg: GetWebhook, _: &mut Context<Self>) -> Self::Result {
         self.hooks.get(&msg.id).map(Hook::view)
-    }
-}
-
-impl Handler<AuthenticateToken> for Webhooks {
-    type Result = Option<InboundWebhook>;
-
-    fn handle(&mut self, msg: AuthenticateToken, _: &mut Context<Self>) -> Self::Result {
-        let id = self.by_token.get(&hash_token(&msg.token))?;
-        let hook = self.hooks.get(id).filter(|h| h.row.enabled)?;
-        Some(InboundWebhook {
-            id: hook.row.id.clone(),
-            name: hook.row.name.clone(),
-            platform: hook.row.platform.clone(),
-        })
     }
 }
 

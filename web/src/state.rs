@@ -40,6 +40,7 @@ pub struct AppState {
     pub supervision: Addr<Supervision>,
     pub agents: Addr<AgentSupervisor>,
     pub webhooks: Addr<Webhooks>,
+    pub webhook_tokens: loop_gateway_actors::webhooks::TokenDirectory,
     pub skills: Addr<Skills>,
     pub groups: Addr<loop_gateway_actors::groups::AgentGroups>,
     pub budgets: Addr<loop_gateway_actors::budgets::Budgets>,
