@@ -486,6 +486,8 @@ impl Handler<DeleteGroup> for AgentGroups {
 pub struct AssignChannel {
     pub group_id: String,
     pub channel_id: String,
+    /// Move it when another group has it (else that is a conflict).
+    pub move_existing: bool,
 }
 
 #[derive(Message)]
@@ -515,6 +517,21 @@ impl Handler<AssignChannel> for AgentGroups {
     fn handle(&mut self, msg: AssignChannel, _: &mut Context<Self>) -> Self::Result {
         if !self.groups.contains_key(&msg.group_id) {
             return Box::pin(fut::ready(Err(GroupError::NotFound(msg.group_id))));
+        }
+        let holder = self
+            .groups
+            .values()
+            .find(|g| g.channels.contains(&msg.channel_id));
+        if let Some(other) = holder.filter(|g| g.row.id != msg.group_id && !msg.move_existing) {
+            return Box::pin(fut::ready(Err(GroupError::Conflict(format!(
+                "the channel is bound to agent group {:?}; unassign it there first, or assign with ?move=true",
+                other.row.name
+            )))));
+        }
+        if holder.is_some_and(|g| g.row.id == msg.group_id) {
+            // Already here: nothing to write.
+            let view = Self::view(&self.groups[&msg.group_id]);
+            return Box::pin(fut::ready(Ok(view)));
         }
         let write = self.store.send(BindChannel {
             channel_id: msg.channel_id.clone(),

@@ -550,6 +550,43 @@ async fn a_channel_bound_to_a_group_uses_its_agent_and_budget() {
         .await;
     assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.body);
     assert_eq!(assigned.body["channels"], json!([channel]));
+    // Another group cannot take it by accident; it can when asked to move it.
+    let other = s
+        .post(
+            "/api/agent-groups",
+            json!({"name": "other"}),
+            Some(&session),
+        )
+        .await;
+    let other_id = other.body["id"].as_str().unwrap().to_string();
+    let taken = s
+        .post(
+            &format!("/api/agent-groups/{other_id}/assign/{channel}"),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    let moved = s
+        .post(
+            &format!("/api/agent-groups/{other_id}/assign/{channel}?move=true"),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let back = s
+        .post(
+            &format!("/api/agent-groups/{group_id}/assign/{channel}?move=true"),
+            json!({}),
+            Some(&session),
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    let other_now = s
+        .get(&format!("/api/agent-groups/{other_id}"), Some(&session))
+        .await;
+    assert_eq!(other_now.body["channels"], json!([]));
 
     tg.push(Inbound::new(ChatSpec::Private, alice(), "help me"));
     tg.wait_for_sent(1, WAIT).await;

@@ -233,15 +233,24 @@ pub async fn stats(
     })))
 }
 
-/// Bind a channel to this group (moving it from any other): its runs then use the group's
-/// prompt, model, key, tools and budget.
-#[utoipa::path(tag = "agent groups", security(("session" = [])),
-    responses((status = 200), (status = 404, body = crate::error::ErrorBody)))]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AssignQuery {
+    /// Move the channel when another group has it (otherwise 409).
+    #[serde(default, rename = "move")]
+    move_existing: bool,
+}
+
+/// Bind a channel to this group: its runs then use the group's prompt, model, key, tools and
+/// budget. A channel bound to another group is a 409 unless `?move=true`.
+#[utoipa::path(tag = "agent groups", security(("session" = [])), params(AssignQuery),
+    responses((status = 200), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 #[post("/agent-groups/{id}/assign/{channel_id}")]
 pub async fn assign(
     _auth: Authed,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    q: web::Query<AssignQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (group_id, channel_id) = path.into_inner();
     if state
@@ -262,6 +271,7 @@ pub async fn assign(
             .send(AssignChannel {
                 group_id,
                 channel_id,
+                move_existing: q.move_existing,
             })
             .await,
     )?;
