@@ -366,7 +366,7 @@ function viewOverview(view, _, ctx) {
 function summarize(ev) {
   const p = ev.payload || {};
   const bits = [];
-  for (const k of ["name", "toolName", "riskLevel", "status", "source", "iteration", "stopReason", "code", "error", "username", "output", "input", "runId", "taskId", "approvalId"]) {
+  for (const k of ["name", "channelType", "chat", "senderName", "sender", "text", "reply", "toolName", "riskLevel", "status", "ignoredReason", "source", "iteration", "stopReason", "code", "error", "username", "output", "input", "runId", "taskId", "approvalId"]) {
     if (p[k] !== undefined && p[k] !== null && p[k] !== "") bits.push(`${k}: ${typeof p[k] === "string" ? p[k].slice(0, 140) : JSON.stringify(p[k]).slice(0, 140)}`);
   }
   if (p.costMicros !== undefined) bits.push(`cost: ${usd(p.costMicros)}`);
@@ -993,10 +993,31 @@ function viewGroups(view, _, ctx) {
         kv("Max iterations", g.maxIterations ?? "default")),
       g.systemPrompt ? h("details", { style: "margin-top:.6rem" }, h("summary", { text: "System prompt" }), h("pre", { text: g.systemPrompt })) : null,
       h("div", { style: "margin-top:.6rem" }, statsBox),
+      channelsRow(g),
       h("p.muted.small", { text: `Id ${g.id}` }));
   };
+  let channels = [];
+  const channelsRow = (g) => {
+    const bound = (g.channels || []).map((id) => channels.find((c) => c.id === id) || { id, name: short(id) });
+    const free = channels.filter((c) => !groupsNow.some((x) => (x.channels || []).includes(c.id)));
+    const pick = select("bind", [["", "+ bind a channel…"], ...free.map((c) => [c.id, `${c.name} (${c.type})`])], "");
+    pick.setAttribute("aria-label", `Bind a channel to ${g.name}`);
+    pick.addEventListener("change", act(async () => {
+      if (!pick.value) return;
+      await api(`/api/agent-groups/${g.id}/assign/${pick.value}`, { method: "POST", body: {} });
+      toast("Channel bound"); list.reload();
+    }));
+    return h("div.row", { style: "margin-top:.6rem;align-items:center" },
+      h("span.muted.small", { text: "Channels:" }),
+      bound.length ? bound.map((c) => h("span.badge", { text: c.name },
+        h("button.btn.sm.secondary", { type: "button", text: "×", title: `Unbind ${c.name}`, "aria-label": `Unbind ${c.name}`, style: "margin-left:.3rem;padding:0 .3rem",
+          onclick: act(async () => { await api(`/api/agent-groups/${g.id}/unassign/${c.id}`, { method: "POST", body: {} }); toast("Channel unbound"); list.reload(); }) }))) : h("span.small", { text: "none" }),
+      free.length ? pick : null);
+  };
+  let groupsNow = [];
   const list = section(view, async () => {
-    const d = await api("/api/agent-groups?limit=200");
+    const [d, cs] = await Promise.all([api("/api/agent-groups?limit=200"), api("/api/channels").catch(() => ({ items: [] }))]);
+    channels = cs.items; groupsNow = d.items;
     if (!d.items.length) return h("div.card.muted", { text: "No agent groups. Runs use the gateway's default model and key." });
     return h("div.grid2", { style: "grid-template-columns:repeat(auto-fit,minmax(20rem,1fr))" }, d.items.map(card));
   }, ctx);

@@ -104,7 +104,17 @@ try {
   await page.locator(".badge", { hasText: "answered" }).first().waitFor({ timeout });
   await shot("channels");
 
-  for (const tab of ["usage", "groups", "tools"]) {
+  step("an agent group created in the UI gets the channel bound from its card");
+  await page.goto(base + "/#/groups");
+  await page.click("text=+ New group");
+  await page.fill("input[name=name]", "support");
+  await page.click("text=Create group");
+  const bind = page.locator("select[name=bind]");
+  await bind.waitFor({ timeout });
+  await bind.selectOption({ label: "browser-bot (telegram)" });
+  await page.locator(".badge", { hasText: "browser-bot" }).waitFor({ timeout });
+
+  for (const tab of ["usage", "groups", "tools", "channels"]) {
     await page.goto(base + `/#/${tab}`);
     await page.waitForTimeout(300);
     await shot(tab);
