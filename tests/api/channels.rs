@@ -55,11 +55,7 @@ async fn create_telegram(
 }
 
 async fn connected(events: &mut Events, id: &str) {
-    events
-        .wait_for("channel:status", WAIT, |p| {
-            p["channelId"] == id && p["status"] == "connected"
-        })
-        .await;
+    events.channel_status(id, "connected", WAIT).await;
 }
 
 #[actix_rt::test]

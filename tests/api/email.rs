@@ -40,11 +40,7 @@ async fn create_email(s: &TestServer, session: &str, mail: &MailPeer) -> String 
 }
 
 async fn connected(events: &mut Events, id: &str) {
-    events
-        .wait_for("channel:status", WAIT, |p| {
-            p["channelId"] == id && p["status"] == "connected"
-        })
-        .await;
+    events.channel_status(id, "connected", WAIT).await;
 }
 
 fn last_user_text(llm: &MessagesApi) -> String {

@@ -433,6 +433,19 @@ impl Events {
         }
     }
 
+    /// The next `channel:status` event of this channel with this status.
+    pub async fn channel_status(
+        &mut self,
+        channel_id: &str,
+        status: &str,
+        limit: Duration,
+    ) -> Value {
+        self.wait_for("channel:status", limit, |p| {
+            p["channelId"] == channel_id && p["status"] == status
+        })
+        .await
+    }
+
     /// The first event named `name` whose payload matches `pred`.
     pub async fn wait_for(
         &mut self,

@@ -341,6 +341,22 @@ pub struct ChannelStart<S> {
     pub data_dir: std::path::PathBuf,
 }
 
+impl ChannelStart<()> {
+    /// The same start with the channel type's settings.
+    fn with<S>(self, settings: S) -> ChannelStart<S> {
+        ChannelStart {
+            channel_id: self.channel_id,
+            generation: self.generation,
+            settings,
+            state: self.state,
+            manager: self.manager,
+            approvals: self.approvals,
+            webhook_secret: self.webhook_secret,
+            data_dir: self.data_dir,
+        }
+    }
+}
+
 /// From a linked-device channel: the QR payload to scan while pairing (`None` once paired).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -540,27 +556,22 @@ impl ChannelManager {
             self.set_status(id, status, error);
             return;
         };
-        let generation = ch.generation;
-        let state = ch.row.state.clone();
-        let channel_id = id.to_string();
-        let approvals = self.approvals.clone();
-        let webhook_secret = telegram_webhook_secret(&self.webhook_key, id);
-        let data_dir = self.data_dir.join("channels").join(id);
+        let base = ChannelStart {
+            channel_id: id.to_string(),
+            generation: ch.generation,
+            settings: (),
+            state: ch.row.state.clone(),
+            manager: me,
+            approvals: self.approvals.clone(),
+            webhook_secret: telegram_webhook_secret(&self.webhook_key, id),
+            data_dir: self.data_dir.join("channels").join(id),
+        };
         ch_qr_reset(&mut self.channels, id);
         let link = match settings {
             Settings::Telegram(s) => {
                 let admins = !s.admin_chat_ids.is_empty();
                 let webhook = s.mode == config::TelegramMode::Webhook;
-                let start = ChannelStart {
-                    channel_id,
-                    generation,
-                    settings: s,
-                    state,
-                    manager: me,
-                    approvals,
-                    webhook_secret,
-                    data_dir,
-                };
+                let start = base.with(s);
                 let addr = start_supervised("channel:telegram", &supervision, move |_| {
                     telegram::TelegramChannel::new(start)
                 });
@@ -570,31 +581,13 @@ impl ChannelManager {
                 link
             }
             Settings::Email(s) => {
-                let start = ChannelStart {
-                    channel_id,
-                    generation,
-                    settings: s,
-                    state,
-                    manager: me,
-                    approvals,
-                    webhook_secret,
-                    data_dir,
-                };
+                let start = base.with(s);
                 ChannelLink::of(start_supervised("channel:email", &supervision, move |_| {
                     email::EmailChannel::new(start)
                 }))
             }
             Settings::WhatsApp(s) => {
-                let start = ChannelStart {
-                    channel_id,
-                    generation,
-                    settings: s,
-                    state,
-                    manager: me,
-                    approvals,
-                    webhook_secret,
-                    data_dir,
-                };
+                let start = base.with(s);
                 match start.settings.mode {
                     #[cfg(feature = "whatsapp-linked")]
                     config::WhatsAppMode::Linked => ChannelLink::of(start_supervised(
