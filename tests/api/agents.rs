@@ -455,3 +455,28 @@ async fn a_full_queue_answers_503_and_queued_runs_finish() {
         })
         .await;
 }
+
+#[actix_rt::test]
+async fn concurrent_runs_never_exceed_the_limit() {
+    let llm = MessagesApi::start();
+    llm.set_delay(Duration::from_millis(200));
+    let s = TestServer::with_llm(
+        &llm.url,
+        &[("MAX_CONCURRENT_RUNS", "3"), ("RUN_QUEUE_SIZE", "100")],
+    );
+    let (_, token) = s.ready_webhook().await;
+    // Twenty callers at once, on every worker thread: each takes a slot or joins the queue.
+    let calls =
+        (0..20).map(|i| s.invoke(&token, json!({"message": format!("m{i}"), "sync": true})));
+    let answers = futures_util::future::join_all(calls).await;
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    assert_eq!(llm.request_count(), 20);
+    assert!(
+        llm.max_in_flight() <= 3,
+        "{} in flight",
+        llm.max_in_flight()
+    );
+    assert_eq!(llm.max_in_flight(), 3, "the limit is used");
+}
