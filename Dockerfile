@@ -2,7 +2,7 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin loop-gateway \
+RUN cargo build --release --locked --features whatsapp-linked --bin loop-gateway \
  && cp target/release/loop-gateway /loop-gateway
 
 FROM debian:bookworm-slim

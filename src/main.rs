@@ -80,8 +80,12 @@ fn main() -> ExitCode {
 
 fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
+    // Chat libraries log contents (phone numbers, message details) at info: keep them to
+    // warnings unless the operator asks for more by naming them.
+    const QUIET: &str =
+        "whatsapp_rust=warn,wacore=warn,whatsapp_rust_sqlite_storage=warn,teloxide=warn,imap=warn";
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
+        .or_else(|_| EnvFilter::try_new(format!("{QUIET},{}", config.log_level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -41,3 +41,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
 cargo nextest run --workspace --locked --no-fail-fast
+
+# WhatsApp linked-device mode is an opt-in feature (a long build): lint and unit-test it so it
+# cannot rot unseen.
+log "feature whatsapp-linked: clippy and unit tests"
+cargo clippy -p loop-gateway-actors --features whatsapp-linked --all-targets --locked -- -D warnings
+cargo nextest run -p loop-gateway-actors --features whatsapp-linked --locked --no-fail-fast

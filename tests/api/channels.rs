@@ -316,6 +316,21 @@ async fn channel_crud_validates_restarts_and_deletes() {
         let message = r.body["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{field} not named in {message}");
     }
+    if !cfg!(feature = "whatsapp-linked") {
+        // Linked-device mode is a build feature: without it, a clear 422 says how to get it.
+        let linked = s
+            .post(
+                "/api/channels",
+                json!({"type": "whatsapp", "name": "phone", "config": {"mode": "linked"}}),
+                Some(&session),
+            )
+            .await;
+        assert_eq!(linked.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(linked.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--features whatsapp-linked"));
+    }
     let listed = s.get("/api/channels", Some(&session)).await;
     assert_eq!(listed.body["total"], 0, "nothing created by bad input");
 

@@ -1360,6 +1360,18 @@ impl Handler<RemoveChannel> for ChannelManager {
                 act.groups.do_send(ForgetChannel {
                     channel_id: id.clone(),
                 });
+                // Files the channel kept (a linked WhatsApp session) go with it.
+                let dir = act.data_dir.join("channels").join(&id);
+                actix_rt::spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if dir.exists() {
+                            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                                tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted channel's files");
+                            }
+                        }
+                    })
+                    .await;
+                });
                 act.lanes.retain(|(c, _), _| *c != id);
                 Ok(())
             },
