@@ -173,7 +173,13 @@ impl Gateway {
             .env("ANTHROPIC_API_KEY", "sk-bench")
             .env("HTTP_REQUEST_ALLOW", "127.0.0.1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // BENCH_GATEWAY_STDERR=<file> keeps the gateway's log, for diagnosing a figure.
+            .stderr(match std::env::var_os("BENCH_GATEWAY_STDERR") {
+                Some(path) => std::fs::File::create(path)
+                    .map(Stdio::from)
+                    .map_err(|e| e.to_string())?,
+                None => Stdio::null(),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -726,15 +732,15 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         });
         let start = Instant::now();
         let async_body = json!({"message": "slow", "sync": false});
-        let mut sent = 0;
-        while sent < sizes.waiting_runs {
-            let batch = (sizes.waiting_runs - sent).min(64);
-            let calls = (0..batch).map(|_| post(&c, &invoke, &async_body, None));
-            for r in futures_util::future::join_all(calls).await {
-                r?;
-            }
-            sent += batch;
+        // A sliding window of requests in flight (not lockstep batches), so the client keeps
+        // the gateway busy instead of waiting for each batch's slowest answer.
+        let mut answers = futures_util::stream::iter(0..sizes.waiting_runs)
+            .map(|_| post(&c, &invoke, &async_body, None))
+            .buffer_unordered(256);
+        while let Some(r) = answers.next().await {
+            r?;
         }
+        drop(answers);
         let deadline = Instant::now() + sizes.slow_llm * 4 + Duration::from_secs(30);
         while (done.get() as usize) < sizes.waiting_runs && Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
