@@ -36,7 +36,7 @@ pub struct InvokeBody {
     group_id: Option<String>,
 }
 
-async fn authenticate(state: &AppState, token: &str) -> Result<InboundWebhook, ApiError> {
+fn authenticate(state: &AppState, token: &str) -> Result<InboundWebhook, ApiError> {
     let refused = || ApiError::unauthorized("unknown or disabled webhook token");
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(refused());
@@ -106,7 +106,7 @@ pub async fn invoke(
     body: web::Json<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let hook = authenticate(&state, &token).await?;
+    let hook = authenticate(&state, &token)?;
     let body = body.into_inner();
     if let Err(e) = validate(&body) {
         log(&state, &hook, e.status, e.message.clone(), started);
@@ -247,7 +247,7 @@ pub async fn task(
     body: web::Json<crate::api::tasks::TaskBody>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let hook = authenticate(&state, &token).await?;
+    let hook = authenticate(&state, &token)?;
     let result = crate::api::tasks::create_task(&state, body.into_inner()).await;
     match &result {
         Ok(r) => log(&state, &hook, r.status(), "task created".into(), started),
@@ -264,7 +264,7 @@ pub async fn health(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let hook = authenticate(&state, &token).await?;
+    let hook = authenticate(&state, &token)?;
     Ok(HttpResponse::Ok().json(json!({
         "ok": true,
         "webhook": {"id": hook.id, "name": hook.name, "platform": hook.platform},

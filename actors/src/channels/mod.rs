@@ -546,6 +546,8 @@ impl ChannelManager {
             });
         }
         ch.generation += 1;
+        // A pairing code belongs to the actor that showed it.
+        ch.qr = None;
         let Some(settings) = ch.settings.clone().filter(|_| ch.row.enabled) else {
             let status = if ch.settings.is_none() {
                 Status::Error
@@ -566,7 +568,6 @@ impl ChannelManager {
             webhook_secret: telegram_webhook_secret(&self.webhook_key, id),
             data_dir: self.data_dir.join("channels").join(id),
         };
-        ch_qr_reset(&mut self.channels, id);
         let link = match settings {
             Settings::Telegram(s) => {
                 let admins = !s.admin_chat_ids.is_empty();
@@ -692,18 +693,13 @@ impl ChannelManager {
     }
 
     /// Store received messages; `Ok` once they are committed.
-    fn receive(
-        &mut self,
-        msg: Received,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<(), String>> {
+    fn receive(&mut self, msg: Received) -> ResponseActFuture<Self, Result<(), String>> {
         let Some(ch) = self.channels.get(&msg.channel_id) else {
             return Box::pin(fut::ready(Err("the channel no longer exists".to_string())));
         };
         if msg.generation != ch.generation {
             return Box::pin(fut::ready(Err("this channel was reconfigured".to_string())));
         }
-        let _ = ctx;
         let messages: Vec<NewInbound> = msg
             .messages
             .iter()
@@ -1154,8 +1150,8 @@ impl Handler<StatusUpdate> for ChannelManager {
 impl Handler<Received> for ChannelManager {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
-    fn handle(&mut self, msg: Received, ctx: &mut Context<Self>) -> Self::Result {
-        self.receive(msg, ctx)
+    fn handle(&mut self, msg: Received, _: &mut Context<Self>) -> Self::Result {
+        self.receive(msg)
     }
 }
 
@@ -1426,12 +1422,6 @@ impl Handler<GetChannelMessages> for ChannelManager {
     }
 }
 
-fn ch_qr_reset(channels: &mut HashMap<String, Channel>, id: &str) {
-    if let Some(ch) = channels.get_mut(id) {
-        ch.qr = None;
-    }
-}
-
 /// The secret token of a channel's Telegram webhook: derived, so it needs no storage.
 fn telegram_webhook_secret(key: &[u8; 32], channel_id: &str) -> String {
     use hmac::{Hmac, Mac};
@@ -1476,7 +1466,7 @@ impl Handler<VerifyWhatsApp> for ChannelManager {
 impl Handler<WhatsAppNotification> for ChannelManager {
     type Result = ResponseActFuture<Self, Result<(), WebhookRefusal>>;
 
-    fn handle(&mut self, msg: WhatsAppNotification, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: WhatsAppNotification, _: &mut Context<Self>) -> Self::Result {
         let parsed = (|| {
             let ch = self.find_by_kind(&msg.channel_id, "whatsapp")?;
             let generation = ch.generation;
@@ -1503,15 +1493,12 @@ impl Handler<WhatsAppNotification> for ChannelManager {
             // Delivery statuses and the like: acknowledged, nothing to store.
             return Box::pin(fut::ready(Ok(())));
         }
-        let received = self.receive(
-            Received {
-                channel_id: msg.channel_id,
-                generation,
-                messages,
-                state: None,
-            },
-            ctx,
-        );
+        let received = self.receive(Received {
+            channel_id: msg.channel_id,
+            generation,
+            messages,
+            state: None,
+        });
         Box::pin(received.map(|r, _, _| r.map_err(WebhookRefusal::Unavailable)))
     }
 }

@@ -123,7 +123,6 @@ impl Actor for TelegramChannel {
             bot: self.bot.clone(),
             manager: self.manager.clone(),
             settings: self.settings.clone(),
-            api_base_url: self.settings.api_base_url.clone(),
             approvals: self.approvals.clone(),
         };
         let offset = self.offset;
@@ -293,7 +292,6 @@ struct Poller {
     bot: Bot,
     manager: Addr<ChannelManager>,
     settings: TelegramSettings,
-    api_base_url: String,
     approvals: Addr<ApprovalDesk>,
 }
 
@@ -316,7 +314,10 @@ impl Poller {
                         m
                     }
                     Err(e) => {
-                        self.status(Status::Error, Some(describe(&e, &self.api_base_url)));
+                        self.status(
+                            Status::Error,
+                            Some(describe(&e, &self.settings.api_base_url)),
+                        );
                         backoff = self.pause(&e, backoff).await;
                         continue;
                     }
@@ -333,7 +334,10 @@ impl Poller {
             let updates = match request.await {
                 Ok(u) => u,
                 Err(e) => {
-                    self.status(Status::Error, Some(describe(&e, &self.api_base_url)));
+                    self.status(
+                        Status::Error,
+                        Some(describe(&e, &self.settings.api_base_url)),
+                    );
                     if matches!(e, RequestError::Api(ApiError::CantGetUpdates)) {
                         let _ = self.bot.delete_webhook().await;
                     }
