@@ -119,6 +119,7 @@ async fn read_stream(res: reqwest::Response) -> Result<LlmResponse, LlmError> {
     let mut message: Option<LlmResponse> = None;
     let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
     let mut finished = false;
+    let mut failed = None;
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| LlmError::Transport(format!("event stream: {e}")))?;
         let data: Value = if event.data.is_empty() {
@@ -198,16 +199,30 @@ async fn read_stream(res: reqwest::Response) -> Result<LlmResponse, LlmError> {
                 break;
             }
             "error" => {
-                return Err(LlmError::Stream {
+                failed = Some(LlmError::Stream {
                     kind: data["error"]["type"]
                         .as_str()
                         .unwrap_or("error")
                         .to_string(),
                     message: data["error"]["message"].as_str().unwrap_or("").to_string(),
-                })
+                });
+                break;
             }
             _ => {}
         }
+    }
+    if finished || failed.is_some() {
+        // Read the rest to the end in the background instead of dropping it: over HTTP/2 a
+        // dropped body resets its stream, the server's closing frame then arrives for a stream
+        // the client has forgotten, and h2 fails the whole shared connection after 1,024 such
+        // frames (every call waiting on it fails with it).
+        tokio::spawn(async move {
+            let drain = async { while events.next().await.is_some() {} };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if !finished {
         return Err(LlmError::Transport(

@@ -14,6 +14,7 @@ mod email;
 mod errors;
 mod groups;
 mod lifecycle;
+mod llm_client;
 mod peers;
 mod persistence;
 mod rate_limit;

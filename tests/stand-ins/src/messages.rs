@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::{record, serve, Recorded};
@@ -72,6 +73,7 @@ struct State {
     script: VecDeque<Reply>,
     requests: Vec<Recorded>,
     delay: Duration,
+    close_delay: Duration,
     record: bool,
     tool_url: Option<String>,
 }
@@ -99,6 +101,7 @@ impl MessagesApi {
             script: VecDeque::new(),
             requests: Vec::new(),
             delay: Duration::ZERO,
+            close_delay: Duration::ZERO,
             record: true,
             tool_url: None,
         }));
@@ -130,6 +133,12 @@ impl MessagesApi {
     /// Delay every answer (the script's own delays add to it).
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Keep each SSE stream open this long after `message_stop` before ending it, as a server
+    /// that flushes events as it generates them does (the end arrives in a later frame).
+    pub fn set_close_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().close_delay = delay;
     }
 
     /// With an empty script, answer a new question with one `http_request` tool call to `url`
@@ -207,7 +216,7 @@ async fn handle(
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
         InFlight(state.clone())
     };
-    let (reply, delay, tool_url) = {
+    let (reply, delay, close_delay, tool_url) = {
         let mut s = state.lock().unwrap();
         let rec = record(&req, &body);
         if s.record {
@@ -218,7 +227,12 @@ async fn handle(
                 ..rec
             });
         }
-        (s.script.pop_front(), s.delay, s.tool_url.clone())
+        (
+            s.script.pop_front(),
+            s.delay,
+            s.close_delay,
+            s.tool_url.clone(),
+        )
     };
     arrived.notify_waiters();
     if req.headers().get("anthropic-version").is_none() {
@@ -311,16 +325,21 @@ async fn handle(
         / 4
         + 1;
     if stream {
-        HttpResponse::Ok()
-            .content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .body(sse(
-                &model,
-                &content,
-                stop_reason,
-                input_tokens,
-                output_tokens,
-            ))
+        let events = sse(&model, &content, stop_reason, input_tokens, output_tokens);
+        let mut res = HttpResponse::Ok();
+        res.content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"));
+        if close_delay.is_zero() {
+            return res.body(events);
+        }
+        let end = async move {
+            tokio::time::sleep(close_delay).await;
+            Ok::<_, std::convert::Infallible>(web::Bytes::new())
+        };
+        res.streaming(
+            futures_util::stream::once(async move { Ok(web::Bytes::from(events)) })
+                .chain(futures_util::stream::once(end)),
+        )
     } else {
         HttpResponse::Ok().json(message_json(
             &model,
