@@ -167,6 +167,12 @@ pub struct Config {
           default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub llm_http2_prior_knowledge: bool,
 
+    /// Connection pools to the model API that calls are spread over (least busy first). Over
+    /// HTTP/2 each is one connection, which the provider limits in concurrent streams.
+    #[arg(long, env = "LLM_CONNECTIONS", value_name = "LLM_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
+    pub llm_connections: u16,
+
     /// Retries of a model call after 429, 529, 5xx or a connection failure.
     #[arg(long, env = "LLM_MAX_RETRIES", value_name = "LLM_MAX_RETRIES", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(0..=20), global = true)]

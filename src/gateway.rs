@@ -393,6 +393,7 @@ fn llm_config(config: &Config) -> LlmConfig {
         backoff_base: Duration::from_millis(config.llm_retry_base_ms),
         backoff_max: Duration::from_secs(30),
         http2_prior_knowledge: config.llm_http2_prior_knowledge,
+        connections: config.llm_connections.into(),
     }
 }
 

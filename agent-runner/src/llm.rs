@@ -2,6 +2,8 @@
 //! jitter, honouring `retry-after`), timeouts and cancellation. Every attempt is reported to
 //! the caller, so failed attempts are counted too.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -46,6 +48,11 @@ pub struct LlmConfig {
     /// Speak HTTP/2 without TLS from the first byte (h2c prior knowledge), so all calls to a
     /// plaintext server share one connection. HTTPS negotiates HTTP/2 by itself.
     pub http2_prior_knowledge: bool,
+    /// Independent connection pools the calls are spread over, the least busy first. Over
+    /// HTTP/2 all calls to one host share one connection, which a provider's edge limits to
+    /// its `SETTINGS_MAX_CONCURRENT_STREAMS` (100–256 is usual; further calls queue) and whose
+    /// failure fails every call on it.
+    pub connections: usize,
 }
 
 impl Default for LlmConfig {
@@ -60,6 +67,7 @@ impl Default for LlmConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             http2_prior_knowledge: false,
+            connections: 4,
         }
     }
 }
@@ -146,11 +154,26 @@ pub struct Attempt {
     pub result: Result<LlmResponse, LlmError>,
 }
 
-/// A client for one provider configuration. Cheap to clone (the HTTP pool is shared).
+/// A client for one provider configuration. Cheap to clone (the HTTP pools are shared).
 #[derive(Clone)]
 pub struct LlmClient {
     config: LlmConfig,
+    lanes: Arc<[Lane]>,
+}
+
+/// One HTTP client (its own connection pool) and the calls it carries now.
+struct Lane {
     http: reqwest::Client,
+    in_flight: AtomicUsize,
+}
+
+/// A call's place on a lane, given back when the call ends (or is dropped).
+struct OnLane<'a>(&'a Lane);
+
+impl Drop for OnLane<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -164,17 +187,39 @@ impl std::fmt::Debug for LlmClient {
 
 impl LlmClient {
     pub fn new(config: LlmConfig) -> Result<Self, LlmError> {
-        let mut builder = reqwest::Client::builder();
-        if config.http2_prior_knowledge {
-            builder = builder.http2_prior_knowledge();
-        }
-        let http = builder
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| LlmError::Transport(e.to_string()))?;
-        Ok(Self { config, http })
+        let lanes = (0..config.connections.max(1))
+            .map(|_| {
+                let mut builder = reqwest::Client::builder();
+                if config.http2_prior_knowledge {
+                    builder = builder.http2_prior_knowledge();
+                }
+                let http = builder
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(10))
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .map_err(|e| LlmError::Transport(e.to_string()))?;
+                Ok(Lane {
+                    http,
+                    in_flight: AtomicUsize::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, LlmError>>()?;
+        Ok(Self {
+            config,
+            lanes: lanes.into(),
+        })
+    }
+
+    /// The least busy lane (the first of equals, so a quiet gateway reuses one connection).
+    fn lane(&self) -> OnLane<'_> {
+        let lane = self
+            .lanes
+            .iter()
+            .min_by_key(|l| l.in_flight.load(Ordering::Relaxed))
+            .expect("at least one lane");
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        OnLane(lane)
     }
 
     /// The same provider settings with another key (per-group keys share the HTTP pool).
@@ -190,12 +235,14 @@ impl LlmClient {
 
     /// One attempt, no retries.
     pub async fn send_once(&self, req: &LlmRequest) -> Result<LlmResponse, LlmError> {
+        let lane = self.lane();
+        let http = &lane.0.http;
         let call = async {
             match self.config.provider {
                 Provider::Anthropic => {
-                    anthropic::send(&self.http, &self.config, req, self.config.streaming).await
+                    anthropic::send(http, &self.config, req, self.config.streaming).await
                 }
-                Provider::OpenAiCompatible => openai::send(&self.http, &self.config, req).await,
+                Provider::OpenAiCompatible => openai::send(http, &self.config, req).await,
             }
         };
         match tokio::time::timeout(self.config.timeout, call).await {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use agent_runner::{LlmClient, LlmConfig, LlmRequest, Message};
 use futures_util::StreamExt;
-use loop_gateway_stand_ins::MessagesApi;
+use loop_gateway_stand_ins::{LimitedH2Api, MessagesApi};
 
 /// Over one shared HTTP/2 connection, thousands of streamed answers in a row must not wear the
 /// connection out. (Dropping each SSE body at `message_stop` reset its stream; the server's
@@ -46,4 +46,35 @@ async fn thousands_of_streamed_calls_share_one_http2_connection() {
         failures[0]
     );
     assert_eq!(api.request_count(), calls);
+}
+
+/// A provider's edge allows only so many streams on one HTTP/2 connection; calls past that
+/// would queue behind each other. The client spreads calls over its connections instead.
+#[actix_rt::test]
+async fn calls_spread_over_connections_past_a_providers_stream_limit() {
+    // 50 streams per connection; the server answers once 150 calls are waiting together.
+    let api = LimitedH2Api::start(50, 150, Duration::from_secs(10));
+    let client = LlmClient::new(LlmConfig {
+        base_url: api.url.clone(),
+        api_key: Some("sk-test".into()),
+        streaming: false,
+        max_retries: 0,
+        http2_prior_knowledge: true,
+        connections: 4,
+        ..LlmConfig::default()
+    })
+    .unwrap();
+    let req = LlmRequest {
+        model: "claude-test".into(),
+        system: None,
+        messages: vec![Message::user_text("hi")],
+        tools: Vec::new().into(),
+        max_tokens: 64,
+    };
+    let results = futures_util::future::join_all((0..150).map(|_| client.send_once(&req))).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(api.max_in_flight(), 150, "all calls were in flight at once");
+    assert!(api.connections() <= 4, "{} connections", api.connections());
 }

@@ -4,6 +4,8 @@
 //! - [`MessagesApi`]: Anthropic's Messages API (`POST /v1/messages`), JSON and SSE, with a
 //!   script of replies (text, tool_use, errors with `retry-after`, delays) and a record of every
 //!   request it received.
+//! - [`LimitedH2Api`]: a Messages API front over HTTP/2 only, with a limit on concurrent
+//!   streams per connection (as the providers' edges advertise).
 //! - [`HttpTarget`]: a plain server for the http_request tool (answers, redirects).
 //! - [`Receiver`]: a webhook receiver that records deliveries and can fail the first few.
 //! - [`TelegramBotApi`]: the Telegram Bot API (`/bot<token>/<method>`): long-polled
@@ -19,9 +21,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
+mod h2_limited;
 mod messages;
 pub mod telegram;
 pub mod whatsapp;
+pub use h2_limited::LimitedH2Api;
 pub use messages::{MessagesApi, Reply};
 pub use telegram::{ChatAction, ChatSpec, Inbound, Pushed, SentMessage, TelegramBotApi, UserSpec};
 pub use whatsapp::{WaSent, WhatsAppGraph};
