@@ -443,7 +443,7 @@ impl Handler<BusEvent> for Webhooks {
             .collect();
         for webhook_id in targets {
             let d = DeliveryRow {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: uuid::Uuid::now_v7().to_string(),
                 webhook_id,
                 event: name.to_string(),
                 body: msg.json.to_string(),

@@ -210,13 +210,15 @@ impl Handler<StartAgentRun> for AgentSupervisor {
     type Result = Result<RunTicket, StartRunError>;
 
     fn handle(&mut self, msg: StartAgentRun, ctx: &mut Context<Self>) -> Self::Result {
-        let run_id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered ids (UUIDv7): new rows land at the end of the id indexes instead of on
+        // a random page, so a run dirties fewer pages and the database stays warm as it grows.
+        let run_id = uuid::Uuid::now_v7().to_string();
         let new_conversation = msg.request.conversation_id.is_none();
         let conversation_id = msg
             .request
             .conversation_id
             .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let (tx, rx) = if msg.wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))

@@ -302,6 +302,50 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// `n` round trips, one after another, from this thread to a thread that waits on its own
+/// event loop (as the gateway's actors do) and back; sorted.
+fn thread_round_trips(n: usize) -> Vec<Duration> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+    let echo = std::thread::spawn(move || {
+        // With its I/O driver, so it waits in epoll and is woken as an actix arbiter is.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send(());
+            }
+        });
+    });
+    // The measuring side has a thread of its own too (the caller is inside an event loop).
+    let measure = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                // Let the other thread fall idle, as it would between runs.
+                std::thread::sleep(Duration::from_micros(200));
+                let (reply, answered) = tokio::sync::oneshot::channel();
+                let t = Instant::now();
+                if tx.send(reply).is_err() {
+                    break;
+                }
+                let _ = answered.await;
+                out.push(t.elapsed());
+            }
+            out
+        })
+    });
+    let mut out = measure.join().unwrap_or_default();
+    let _ = echo.join();
+    out.sort();
+    out
+}
+
 /// `n` requests one after another; latencies sorted.
 async fn sequential(
     c: &awc::Client,
@@ -528,6 +572,16 @@ async fn run_phases(opts: &Options) -> Result<Report, String> {
         seq_p50 = g50;
         report.add("stand-in alone, c=1, p50", b50, "ms", "baseline", None);
         report.add("sync webhook run, c=1, p50", g50, "ms", "-", Some(b50));
+        // What one hand-off to another (idle) thread and back costs on this machine: the
+        // floor under the run's hops (to the run supervisor, to the store writer and back).
+        let hop = thread_round_trips(sizes.sequential);
+        report.add(
+            "round trip to an idle thread and back, p50",
+            percentile(&hop, 0.5),
+            "ms",
+            "baseline",
+            None,
+        );
         report.add(
             "added latency per sync run, c=1, p50",
             g50 - b50,
