@@ -183,9 +183,13 @@ impl Gateway {
             queue_size: config.run_queue_size as usize,
             threads: config.run_threads.map_or(cores, usize::from),
         };
-        let agents = start_supervised("agent_supervisor", &supervision, move |_| {
-            AgentSupervisor::new(run_context, run_limits)
+        let mut launcher = None;
+        let agents = start_supervised("agent_supervisor", &supervision, |ctx| {
+            let supervisor = AgentSupervisor::new(run_context, run_limits);
+            launcher = Some(supervisor.launcher(ctx.address()));
+            supervisor
         });
+        let launcher = launcher.ok_or_else(|| StartError::Setup("no run launcher".into()))?;
         let tasks = LoopTasks::new(
             store.clone(),
             bus.clone(),
@@ -249,6 +253,7 @@ impl Gateway {
             bus,
             supervision,
             agents,
+            launcher,
             webhooks,
             webhook_tokens,
             skills,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
-use loop_gateway_actors::agents::{RunRequest, StartAgentRun, StartRunError};
+use loop_gateway_actors::agents::{RunRequest, StartRunError};
 use loop_gateway_actors::store::webhooks::LogInbound;
 use loop_gateway_actors::webhooks::InboundWebhook;
 use serde::Deserialize;
@@ -129,10 +129,11 @@ pub async fn invoke(
     };
     let mut metadata = body.metadata.unwrap_or_else(|| json!({}));
     metadata["webhookId"] = json!(hook.id);
+    // Started on this worker's thread when there is room: no hop to another thread.
     let ticket = state
-        .agents
-        .send(StartAgentRun {
-            request: RunRequest {
+        .launcher
+        .start(
+            RunRequest {
                 source: "webhook".into(),
                 input: body.message,
                 conversation_id: body.conversation_id,
@@ -141,11 +142,9 @@ pub async fn invoke(
                 group,
                 channel_message: None,
             },
-            wait: body.sync,
-            // The run lives on this worker's thread: no hops between threads on its way.
-            arbiter: Some(actix_rt::Arbiter::current()),
-        })
-        .await?;
+            body.sync,
+        )
+        .await;
     let ticket = match ticket {
         Ok(t) => t,
         Err(StartRunError::Busy { retry_after_secs }) => {

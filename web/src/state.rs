@@ -39,6 +39,7 @@ pub struct AppState {
     pub bus: Addr<EventBus>,
     pub supervision: Addr<Supervision>,
     pub agents: Addr<AgentSupervisor>,
+    pub launcher: loop_gateway_actors::agents::RunLauncher,
     pub webhooks: Addr<Webhooks>,
     pub webhook_tokens: loop_gateway_actors::webhooks::TokenDirectory,
     pub skills: Addr<Skills>,

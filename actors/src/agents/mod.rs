@@ -3,6 +3,7 @@
 //! an unbounded pile-up), and hears how each run ended.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -163,6 +164,97 @@ pub struct AgentSupervisor {
     next_arbiter: usize,
     running: HashMap<String, Addr<AgentRun>>,
     queue: VecDeque<Pending>,
+    /// Runs started and not yet finished (this actor's count, shared with `RunLauncher`s so a
+    /// caller can take a free slot without a round trip here).
+    admitted: Arc<AtomicUsize>,
+    /// The queue's length, published for the launchers (they never overtake the queue).
+    queued: Arc<AtomicUsize>,
+}
+
+/// Starts runs on the caller's own thread while the gateway is below its limit and nothing
+/// waits in the queue: one atomic increment instead of a round trip to the supervisor. Past
+/// the limit it hands the request to the supervisor, which queues it. The supervisor still
+/// knows every run (for cancelling and counting) and hears when each ends.
+#[derive(Clone)]
+pub struct RunLauncher {
+    ctx: Arc<RunContext>,
+    admitted: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
+    max: usize,
+    supervisor: Addr<AgentSupervisor>,
+}
+
+/// A run started by a launcher: the supervisor records it as running.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Adopt {
+    run_id: String,
+    run: Addr<AgentRun>,
+}
+
+/// A new run's pending record and the ticket its caller gets.
+fn prepare(
+    request: RunRequest,
+    wait: bool,
+    arbiter: Option<ArbiterHandle>,
+) -> (Pending, RunTicket) {
+    // Time-ordered ids (UUIDv7): new rows land at the end of the id indexes instead of on a
+    // random page, so a run dirties fewer pages and the database stays warm as it grows.
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let new_conversation = request.conversation_id.is_none();
+    let conversation_id = request
+        .conversation_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let (tx, rx) = if wait {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let ticket = RunTicket {
+        run_id: run_id.clone(),
+        conversation_id: conversation_id.clone(),
+        queued: false,
+        done: rx,
+    };
+    let pending = Pending {
+        run_id,
+        conversation_id,
+        new_conversation,
+        request,
+        done: tx,
+        arbiter,
+    };
+    (pending, ticket)
+}
+
+impl RunLauncher {
+    /// Start a run (on this thread when there is room); `wait` gives the ticket a receiver.
+    pub async fn start(&self, request: RunRequest, wait: bool) -> Result<RunTicket, StartRunError> {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if self.admitted.fetch_add(1, Ordering::AcqRel) < self.max {
+                let (pending, ticket) = prepare(request, wait, None);
+                let run_id = pending.run_id.clone();
+                let run = AgentRun::new(self.ctx.clone(), self.supervisor.clone(), pending).start();
+                // Sent before the run can end (it runs on this thread, after this returns),
+                // so the supervisor hears of it before it hears that it finished.
+                self.supervisor.do_send(Adopt { run_id, run });
+                return Ok(ticket);
+            }
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.supervisor
+            .send(StartAgentRun {
+                request,
+                wait,
+                arbiter: Some(Arbiter::current()),
+            })
+            .await
+            .unwrap_or(Err(StartRunError::Busy {
+                retry_after_secs: 5,
+            }))
+    }
 }
 
 impl AgentSupervisor {
@@ -174,7 +266,33 @@ impl AgentSupervisor {
             next_arbiter: 0,
             running: HashMap::new(),
             queue: VecDeque::new(),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A launcher for callers that start runs often (the web workers).
+    pub fn launcher(&self, me: Addr<AgentSupervisor>) -> RunLauncher {
+        RunLauncher {
+            ctx: self.ctx.clone(),
+            admitted: self.admitted.clone(),
+            queued: self.queued.clone(),
+            max: self.limits.max_concurrent,
+            supervisor: me,
+        }
+    }
+
+    /// Take a slot for a run, if one is free.
+    fn admit(&self) -> bool {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) < self.limits.max_concurrent {
+            return true;
+        }
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    fn publish_queue(&self) {
+        self.queued.store(self.queue.len(), Ordering::Release);
     }
 
     fn launch(&mut self, p: Pending, me: Addr<AgentSupervisor>) {
@@ -210,39 +328,16 @@ impl Handler<StartAgentRun> for AgentSupervisor {
     type Result = Result<RunTicket, StartRunError>;
 
     fn handle(&mut self, msg: StartAgentRun, ctx: &mut Context<Self>) -> Self::Result {
-        // Time-ordered ids (UUIDv7): new rows land at the end of the id indexes instead of on
-        // a random page, so a run dirties fewer pages and the database stays warm as it grows.
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let new_conversation = msg.request.conversation_id.is_none();
-        let conversation_id = msg
-            .request
-            .conversation_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let (tx, rx) = if msg.wait {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let pending = Pending {
-            run_id: run_id.clone(),
-            conversation_id: conversation_id.clone(),
-            new_conversation,
-            request: msg.request,
-            done: tx,
-            arbiter: msg.arbiter,
-        };
-        let queued = if self.running.len() < self.limits.max_concurrent {
+        let (pending, mut ticket) = prepare(msg.request, msg.wait, msg.arbiter);
+        if self.queue.is_empty() && self.admit() {
             self.launch(pending, ctx.address());
-            false
         } else if self.queue.len() < self.limits.queue_size {
             self.ctx.store.do_send(QueueRun {
                 run: NewRun {
-                    id: run_id.clone(),
+                    id: pending.run_id.clone(),
                     source: pending.request.source.clone(),
                     input: pending.request.input.clone(),
-                    conversation_id: Some(conversation_id.clone()),
+                    conversation_id: Some(pending.conversation_id.clone()),
                     group_id: pending.request.group.as_ref().map(|g| g.group_id.clone()),
                     model: pending
                         .request
@@ -254,18 +349,22 @@ impl Handler<StartAgentRun> for AgentSupervisor {
                 },
             });
             self.queue.push_back(pending);
-            true
+            self.publish_queue();
+            ticket.queued = true;
         } else {
             return Err(StartRunError::Busy {
                 retry_after_secs: 5,
             });
-        };
-        Ok(RunTicket {
-            run_id,
-            conversation_id,
-            queued,
-            done: rx,
-        })
+        }
+        Ok(ticket)
+    }
+}
+
+impl Handler<Adopt> for AgentSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
+        self.running.insert(msg.run_id, msg.run);
     }
 }
 
@@ -274,12 +373,13 @@ impl Handler<RunFinished> for AgentSupervisor {
 
     fn handle(&mut self, msg: RunFinished, ctx: &mut Context<Self>) {
         self.running.remove(&msg.run_id);
-        while self.running.len() < self.limits.max_concurrent {
-            match self.queue.pop_front() {
-                Some(p) => self.launch(p, ctx.address()),
-                None => break,
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+        while !self.queue.is_empty() && self.admit() {
+            if let Some(p) = self.queue.pop_front() {
+                self.launch(p, ctx.address());
             }
         }
+        self.publish_queue();
     }
 }
 
@@ -292,6 +392,7 @@ impl Handler<CancelAgentRun> for AgentSupervisor {
         } else if let Some(at) = self.queue.iter().position(|p| p.run_id == msg.run_id) {
             // Dropping its `done` sender tells whoever waits; the record says what happened.
             self.queue.remove(at);
+            self.publish_queue();
             self.ctx.store.do_send(run::finish_record(
                 &msg.run_id,
                 "error",
