@@ -108,9 +108,7 @@ impl Store {
     /// connection: the writer keeps one for itself).
     pub fn start(pool: Pool, threads: usize) -> Result<Store, StoreError> {
         let writer_conn = pool.get()?;
-        // Checkpoints (and the fsync they need) happen on a reader, off the write path: an
-        // automatic one would stall every write queued behind the commit that triggered it.
-        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        prepare_writer(&writer_conn)?;
         Ok(Store {
             reader: SyncArbiter::start(threads, move || StoreReader { pool: pool.clone() }),
             writer: writer::StoreWriter::start(writer_conn),
@@ -133,6 +131,23 @@ impl Store {
     {
         msg.route_no_reply(self)
     }
+}
+
+/// Write-ahead log pages past which the writer checkpoints after a commit (64 MiB).
+const WAL_RESTART_PAGES: i64 = 16_384;
+
+/// Settings of the writer connection. Checkpoints (and the fsync they need) mostly happen on a
+/// reader, off the write path ([`Checkpoint`], twice a second). But under a steady stream of
+/// commits a reader's checkpoint never reaches the last frame, so the log never starts over
+/// and grows without end (520 MB after 12,000 runs in the benchmark, slowing every page
+/// lookup). So once the log passes `WAL_RESTART_PAGES` the writer checkpoints after its
+/// commit, copying only what the readers left; the next transaction then starts the log from
+/// the beginning, and the file is cut back to the same size. (Cost at full load: about 6 % of
+/// peak runs/s, for the fsync the writer now waits on every 64 MiB of log.)
+fn prepare_writer(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_RESTART_PAGES * 4096)?;
+    Ok(())
 }
 
 /// One reader of the store's SyncArbiter.
@@ -193,7 +208,7 @@ fn barrier(_: &Connection, _: Barrier) -> Result<(), StoreError> {
 crate::store_handler!(write Barrier => barrier);
 
 /// Copy the write-ahead log into the database file without blocking the writer (run
-/// periodically, since the writer does not checkpoint by itself).
+/// periodically; the writer checkpoints by itself only when the log grows large).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Checkpoint;
@@ -285,4 +300,44 @@ pub struct Paged<T> {
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thousands of commits in a row, with no reader checkpointing: the log still starts over
+    /// and its file stays near `WAL_RESTART_PAGES`, instead of holding every frame.
+    #[test]
+    fn the_write_ahead_log_stays_bounded_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        let pool = open(&path, 2).unwrap();
+        let conn = pool.get().unwrap();
+        prepare_writer(&conn).unwrap();
+        let writer = writer::StoreWriter::start(conn);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            writer
+                .submit(|c| Ok(c.execute_batch("CREATE TABLE scratch (v BLOB)")?))
+                .await
+                .unwrap();
+            // Each commit writes four 4 KiB pages or more: about twice the limit in all.
+            for _ in 0..8_000 {
+                writer
+                    .submit(|c| {
+                        Ok(c.execute("INSERT INTO scratch (v) VALUES (zeroblob(12000))", [])?)
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+        let wal = std::fs::metadata(dir.path().join("gateway.db-wal"))
+            .unwrap()
+            .len();
+        let limit = (WAL_RESTART_PAGES as u64 + 1_000) * 4096;
+        assert!(wal <= limit, "the log is {wal} bytes (limit {limit})");
+    }
 }
