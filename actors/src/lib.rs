@@ -22,3 +22,17 @@ pub use events::GatewayEvent;
 pub use secrets::{SecretBox, SecretError};
 pub use store::{Store, StoreError};
 pub use supervise::{ActorStatus, GetSupervisionTree, Supervision};
+
+/// A time-ordered id: a UUIDv7 (millisecond timestamp first) with all 74 of its other bits
+/// random. New rows then land at the end of the id indexes instead of on a random page, so a
+/// commit writes fewer pages; the random part keeps the ids unguessable (conversation ids let
+/// a webhook caller continue a conversation).
+pub fn time_ordered_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
+}

@@ -443,7 +443,7 @@ impl Handler<BusEvent> for Webhooks {
             .collect();
         for webhook_id in targets {
             let d = DeliveryRow {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: crate::time_ordered_id(),
                 webhook_id,
                 event: name.to_string(),
                 body: msg.json.to_string(),

@@ -192,20 +192,29 @@ struct Adopt {
     run: Addr<AgentRun>,
 }
 
+/// Take one of `max` slots if one is free. Never counts past `max`, even for a moment: a
+/// refused caller that had bumped the count could make the supervisor queue a run while
+/// nothing runs, and with nothing running no `RunFinished` would ever start the queue.
+fn admit(admitted: &AtomicUsize, max: usize) -> bool {
+    admitted
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
 /// A new run's pending record and the ticket its caller gets.
 fn prepare(
     request: RunRequest,
     wait: bool,
     arbiter: Option<ArbiterHandle>,
 ) -> (Pending, RunTicket) {
-    // Time-ordered ids (UUIDv7): new rows land at the end of the id indexes instead of on a
-    // random page, so a run dirties fewer pages and the database stays warm as it grows.
-    let run_id = uuid::Uuid::now_v7().to_string();
+    let run_id = crate::time_ordered_id();
     let new_conversation = request.conversation_id.is_none();
     let conversation_id = request
         .conversation_id
         .clone()
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .unwrap_or_else(crate::time_ordered_id);
     let (tx, rx) = if wait {
         let (tx, rx) = oneshot::channel();
         (Some(tx), Some(rx))
@@ -232,17 +241,14 @@ fn prepare(
 impl RunLauncher {
     /// Start a run (on this thread when there is room); `wait` gives the ticket a receiver.
     pub async fn start(&self, request: RunRequest, wait: bool) -> Result<RunTicket, StartRunError> {
-        if self.queued.load(Ordering::Acquire) == 0 {
-            if self.admitted.fetch_add(1, Ordering::AcqRel) < self.max {
-                let (pending, ticket) = prepare(request, wait, None);
-                let run_id = pending.run_id.clone();
-                let run = AgentRun::new(self.ctx.clone(), self.supervisor.clone(), pending).start();
-                // Sent before the run can end (it runs on this thread, after this returns),
-                // so the supervisor hears of it before it hears that it finished.
-                self.supervisor.do_send(Adopt { run_id, run });
-                return Ok(ticket);
-            }
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
+        if self.queued.load(Ordering::Acquire) == 0 && admit(&self.admitted, self.max) {
+            let (pending, ticket) = prepare(request, wait, None);
+            let run_id = pending.run_id.clone();
+            let run = AgentRun::new(self.ctx.clone(), self.supervisor.clone(), pending).start();
+            // Sent before the run can end (it runs on this thread, after this returns), so the
+            // supervisor hears of it before it hears that it finished.
+            self.supervisor.do_send(Adopt { run_id, run });
+            return Ok(ticket);
         }
         self.supervisor
             .send(StartAgentRun {
@@ -284,11 +290,7 @@ impl AgentSupervisor {
 
     /// Take a slot for a run, if one is free.
     fn admit(&self) -> bool {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) < self.limits.max_concurrent {
-            return true;
-        }
-        self.admitted.fetch_sub(1, Ordering::AcqRel);
-        false
+        admit(&self.admitted, self.limits.max_concurrent)
     }
 
     fn publish_queue(&self) {
@@ -416,5 +418,38 @@ impl Handler<GetRunCounts> for AgentSupervisor {
             running: self.running.len(),
             queued: self.queue.len(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_never_counts_past_the_limit() {
+        let admitted = AtomicUsize::new(0);
+        assert!(admit(&admitted, 2));
+        assert!(admit(&admitted, 2));
+        // Refused attempts leave the count at the limit, not above it.
+        for _ in 0..3 {
+            assert!(!admit(&admitted, 2));
+            assert_eq!(admitted.load(Ordering::SeqCst), 2);
+        }
+        admitted.fetch_sub(1, Ordering::SeqCst);
+        assert!(admit(&admitted, 2));
+    }
+
+    #[test]
+    fn ids_are_time_ordered_and_random() {
+        let a = crate::time_ordered_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = crate::time_ordered_id();
+        assert!(a < b, "{a} then {b}");
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        // Ids of the same millisecond still differ in their random part.
+        let same: std::collections::HashSet<String> =
+            (0..1000).map(|_| crate::time_ordered_id()).collect();
+        assert_eq!(same.len(), 1000);
     }
 }
