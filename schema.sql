@@ -312,3 +312,9 @@ CREATE TABLE channel_conversations (
     updated_at      INTEGER NOT NULL,
     PRIMARY KEY (channel_id, chat_key)
 );
+
+-- migration: 8
+-- Who may continue a conversation: `webhook:<id>` for one a webhook started (another webhook
+-- naming its id is refused, so automations that pick the same id cannot read each other's
+-- history); NULL for conversations of other sources and those from before this migration.
+ALTER TABLE conversations ADD COLUMN owner TEXT;

@@ -514,6 +514,7 @@ impl LoopTask {
             };
             loop {
                 let request = RunRequest {
+                    owner: None,
                     source: "task".into(),
                     input: input.clone(),
                     conversation_id: None,

@@ -120,6 +120,51 @@ async fn a_conversation_continues_with_its_history() {
 }
 
 #[actix_rt::test]
+async fn a_webhook_cannot_continue_another_webhooks_conversation() {
+    let llm = MessagesApi::start();
+    let s = TestServer::with_llm(&llm.url, &[]);
+    let (session, mine) = s.ready_webhook().await;
+    let (_, theirs, _) = s
+        .create_webhook(&session, json!({"name": "other", "platform": "generic"}))
+        .await;
+    let r = s
+        .invoke(
+            &mine,
+            json!({"message": "my secret", "sync": true, "conversationId": "user-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // The other webhook picks the same id: refused, its model never sees the history.
+    let r = s
+        .invoke(
+            &theirs,
+            json!({"message": "what did I say?", "sync": true, "conversationId": "user-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(
+        r.body["error"]["code"], "conversation_not_found",
+        "{}",
+        r.body
+    );
+    assert!(!r.body.to_string().contains("secret"), "{}", r.body);
+    assert_eq!(llm.request_count(), 1);
+
+    // The owner continues it; the refused turn was not added to it.
+    let r = s
+        .invoke(
+            &mine,
+            json!({"message": "again", "sync": true, "conversationId": "user-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let messages = llm.requests()[1].json()["messages"].clone();
+    assert_eq!(messages.as_array().unwrap().len(), 3, "{messages}");
+    assert_eq!(messages[0]["content"][0]["text"], "my secret");
+}
+
+#[actix_rt::test]
 async fn the_tool_loop_calls_an_allowed_local_service() {
     let llm = MessagesApi::start();
     let target = HttpTarget::start();

@@ -5,7 +5,7 @@ use awc::http::StatusCode;
 
 use crate::common::{wait_with_timeout, TestServer, ADMIN, PASSWORD};
 
-const LATEST_VERSION: i64 = 7;
+const LATEST_VERSION: i64 = 8;
 
 fn user_version(path: &std::path::Path) -> i64 {
     let conn = rusqlite::Connection::open(path).unwrap();

@@ -134,6 +134,7 @@ pub async fn invoke(
         .launcher
         .start(
             RunRequest {
+                owner: Some(format!("webhook:{}", hook.id)),
                 source: "webhook".into(),
                 input: body.message,
                 conversation_id: body.conversation_id,
@@ -196,6 +197,8 @@ pub async fn invoke(
     if let Some(failure) = result.error {
         let mut e = if failure.code == "budget_exceeded" {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, failure.code, failure.message)
+        } else if failure.code == "conversation_not_found" {
+            ApiError::new(StatusCode::NOT_FOUND, failure.code, failure.message)
         } else if failure.unavailable {
             let mut e = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -57,6 +57,9 @@ pub struct RunRequest {
     pub group: Option<crate::groups::RunSettings>,
     /// The channel message (inbox id) this run answers.
     pub channel_message: Option<i64>,
+    /// Who the conversation belongs to (`webhook:<id>`): a conversation owned by someone else
+    /// is not continued. None: no check, and a new conversation has no owner.
+    pub owner: Option<String>,
 }
 
 /// Start a run. With `wait`, the ticket carries a receiver for its result.

@@ -200,6 +200,46 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// A run asked to continue a conversation that belongs to someone else: recorded as failed,
+/// without reading or adding to that conversation (and without saying whose it is).
+async fn refuse_conversation(
+    ctx: &RunContext,
+    run_id: &str,
+    conversation_id: &str,
+    request: &RunRequest,
+) -> RunResult {
+    let code = "conversation_not_found";
+    let message = "conversationId: no conversation with this id for this webhook".to_string();
+    let record = finish_record(
+        run_id,
+        "error",
+        None,
+        Some((code, message.clone())),
+        None,
+        &Usage::default(),
+        0,
+        0,
+        None,
+    );
+    if let Ok(Err(e)) | Err(e) = ctx
+        .store
+        .send(record)
+        .await
+        .map_err(|e| crate::StoreError::Panic(e.to_string()))
+    {
+        tracing::error!(run = %run_id, error = %e, "could not record the run's outcome");
+    }
+    ctx.bus.do_send(Publish(GatewayEvent::RunError {
+        run_id: run_id.to_string(),
+        source: request.source.clone(),
+        conversation_id: conversation_id.to_string(),
+        code: code.to_string(),
+        error: message.clone(),
+        metadata: request.metadata.clone(),
+    }));
+    failed(run_id, conversation_id, code, message, false)
+}
+
 /// The whole run, start to finish.
 async fn execute(
     ctx: Arc<RunContext>,
@@ -232,6 +272,7 @@ async fn execute(
         ctx.store.do_send(StartRun {
             run: new_run,
             history_limit: None,
+            owner: None,
         });
         Vec::new()
     } else {
@@ -240,10 +281,14 @@ async fn execute(
             .send(StartRun {
                 run: new_run,
                 history_limit: Some(defaults.history_max_messages),
+                owner: request.owner.clone(),
             })
             .await;
         match started {
-            Ok(Ok(rows)) => parse_history(rows),
+            Ok(Ok(Some(rows))) => parse_history(rows),
+            Ok(Ok(None)) => {
+                return refuse_conversation(&ctx, &run_id, &conversation_id, &request).await
+            }
             Ok(Err(e)) => return store_failure(&run_id, &conversation_id, e.to_string()),
             Err(e) => return store_failure(&run_id, &conversation_id, e.to_string()),
         }
@@ -317,6 +362,7 @@ async fn execute(
                 Some(Append {
                     conversation_id: conversation_id.clone(),
                     source: request.source.clone(),
+                    owner: request.owner.clone(),
                     messages: appended,
                 }),
             );

@@ -986,6 +986,7 @@ impl Work {
             .agents
             .send(StartAgentRun {
                 request: RunRequest {
+                    owner: None,
                     source: self.kind.clone(),
                     input: row.text.clone(),
                     conversation_id: row.conversation_id.clone(),

@@ -9,6 +9,8 @@ use super::StoreError;
 pub struct Append {
     pub conversation_id: String,
     pub source: String,
+    /// Set when the conversation is created; never changed after.
+    pub owner: Option<String>,
     /// (role, content as a JSON array of blocks)
     pub messages: Vec<(&'static str, String)>,
 }
@@ -20,10 +22,11 @@ pub(crate) fn append(
     now: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO conversations (id, source, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+        "INSERT INTO conversations (id, source, owner, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)
          ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
     )?
-    .execute(params![a.conversation_id, a.source, now])?;
+    .execute(params![a.conversation_id, a.source, a.owner, now])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO messages (conversation_id, run_id, role, content, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -32,6 +35,27 @@ pub(crate) fn append(
         insert.execute(params![a.conversation_id, run_id, role, content, now])?;
     }
     Ok(())
+}
+
+/// Whether `owner` may continue the conversation: it does not exist yet, has no owner, or is
+/// theirs.
+pub(crate) fn may_continue(
+    conn: &Connection,
+    conversation_id: &str,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<Option<String>> = conn
+        .prepare_cached("SELECT owner FROM conversations WHERE id = ?1")?
+        .query_row([conversation_id], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(match found {
+        Some(Some(o)) => o == owner,
+        _ => true,
+    })
 }
 
 /// The newest `limit` messages of a conversation, oldest first: (role, content JSON).

@@ -155,11 +155,14 @@ pub struct QueueRun {
 
 /// Record that a run has started (creating its row when it was never queued) and, for a
 /// conversation that already has one, read its newest `history_limit` messages (role, JSON).
+/// With an `owner`, a conversation that belongs to someone else is not read: the answer is
+/// `None` (the run is recorded all the same, so it can be finished as refused).
 #[derive(Message)]
-#[rtype(result = "Result<Vec<(String, String)>, StoreError>")]
+#[rtype(result = "Result<Option<Vec<(String, String)>>, StoreError>")]
 pub struct StartRun {
     pub run: NewRun,
     pub history_limit: Option<i64>,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -300,14 +303,20 @@ fn insert_run(conn: &Connection, r: &NewRun, status: &str) -> Result<(), StoreEr
     Ok(())
 }
 
-pub fn start_run(conn: &Connection, msg: StartRun) -> Result<Vec<(String, String)>, StoreError> {
+pub fn start_run(
+    conn: &Connection,
+    msg: StartRun,
+) -> Result<Option<Vec<(String, String)>>, StoreError> {
     insert_run(conn, &msg.run, "running")?;
-    match (msg.history_limit, &msg.run.conversation_id) {
-        (Some(limit), Some(conversation)) => {
-            super::conversations::history(conn, conversation, limit)
+    let (Some(limit), Some(conversation)) = (msg.history_limit, &msg.run.conversation_id) else {
+        return Ok(Some(Vec::new()));
+    };
+    if let Some(owner) = &msg.owner {
+        if !super::conversations::may_continue(conn, conversation, owner)? {
+            return Ok(None);
         }
-        _ => Ok(Vec::new()),
     }
+    super::conversations::history(conn, conversation, limit).map(Some)
 }
 
 /// (Atomic: the writer runs every message in a savepoint of its batch transaction.)
