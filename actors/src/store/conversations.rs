@@ -21,12 +21,21 @@ pub(crate) fn append(
     run_id: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO conversations (id, source, owner, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-    )?
-    .execute(params![a.conversation_id, a.source, a.owner, now])?;
+    let claimed = conn
+        .prepare_cached(
+            "INSERT INTO conversations (id, source, owner, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at
+             WHERE excluded.owner IS NULL OR conversations.owner IS NULL
+                OR conversations.owner = excluded.owner",
+        )?
+        .execute(params![a.conversation_id, a.source, a.owner, now])?;
+    if claimed == 0 {
+        // Someone else started a conversation with this id while this run was going (the
+        // start checks ownership): keep their history clean.
+        tracing::warn!(conversation = %a.conversation_id, "conversation taken by another owner; turn not kept");
+        return Ok(());
+    }
     let mut insert = conn.prepare_cached(
         "INSERT INTO messages (conversation_id, run_id, role, content, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -75,4 +84,43 @@ pub(crate) fn history(
         .collect::<Result<Vec<_>, _>>()?;
     rows.reverse();
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(owner: Option<&str>, text: &str) -> Append {
+        Append {
+            conversation_id: "user-1".into(),
+            source: "webhook".into(),
+            owner: owner.map(str::to_string),
+            messages: vec![(
+                "user",
+                format!("[{{\"type\":\"text\",\"text\":\"{text}\"}}]"),
+            )],
+        }
+    }
+
+    #[test]
+    fn only_the_owner_or_an_unchecked_source_adds_to_a_conversation() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, ":memory:").unwrap();
+        append(&conn, &turn(Some("webhook:a"), "one"), None, 1).unwrap();
+        assert!(may_continue(&conn, "user-1", "webhook:a").unwrap());
+        assert!(!may_continue(&conn, "user-1", "webhook:b").unwrap());
+        assert!(may_continue(&conn, "user-2", "webhook:b").unwrap());
+        // Another owner's turn (a race past the start's check) is not kept.
+        append(&conn, &turn(Some("webhook:b"), "two"), None, 2).unwrap();
+        // The owner's and an unchecked source's are.
+        append(&conn, &turn(Some("webhook:a"), "three"), None, 3).unwrap();
+        append(&conn, &turn(None, "four"), None, 4).unwrap();
+        let texts: Vec<String> = history(&conn, "user-1", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, content)| content)
+            .collect();
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(texts.iter().all(|t| !t.contains("two")), "{texts:?}");
+    }
 }
