@@ -13,8 +13,9 @@ use crate::events::GatewayEvent;
 #[rtype(result = "()")]
 pub struct BusEvent {
     pub event: Arc<GatewayEvent>,
-    /// The envelope `{"event","payload","timestamp","source"}` as one JSON text.
-    pub json: Arc<str>,
+    /// The envelope `{"event","payload","timestamp","source"}` as one JSON text, shared by
+    /// every subscriber (a WebSocket frame takes it as is: no copy per dashboard).
+    pub json: bytestring::ByteString,
 }
 
 /// Publish an event to every subscriber.
@@ -70,7 +71,7 @@ impl Handler<Publish> for EventBus {
             timestamp: crate::time::rfc3339(crate::time::now_ms()),
             source: "loop-gateway",
         };
-        let json: Arc<str> = match serde_json::to_string(&envelope) {
+        let json: bytestring::ByteString = match serde_json::to_string(&envelope) {
             Ok(s) => s.into(),
             Err(e) => {
                 tracing::error!(error = %e, "event could not be serialised");

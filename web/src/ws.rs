@@ -78,7 +78,7 @@ impl Handler<BusEvent> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: BusEvent, ctx: &mut Self::Context) {
-        ctx.text(&*msg.json);
+        ctx.text(msg.json.clone());
     }
 }
 
