@@ -206,7 +206,7 @@ async fn refuse_conversation(
     ctx: &RunContext,
     run_id: &str,
     conversation_id: &str,
-    request: &RunRequest,
+    request: RunRequest,
 ) -> RunResult {
     let code = "conversation_not_found";
     let message = "conversationId: no conversation with this id for this webhook".to_string();
@@ -221,23 +221,8 @@ async fn refuse_conversation(
         0,
         None,
     );
-    if let Ok(Err(e)) | Err(e) = ctx
-        .store
-        .send(record)
-        .await
-        .map_err(|e| crate::StoreError::Panic(e.to_string()))
-    {
-        tracing::error!(run = %run_id, error = %e, "could not record the run's outcome");
-    }
-    ctx.bus.do_send(Publish(GatewayEvent::RunError {
-        run_id: run_id.to_string(),
-        source: request.source.clone(),
-        conversation_id: conversation_id.to_string(),
-        code: code.to_string(),
-        error: message.clone(),
-        metadata: request.metadata.clone(),
-    }));
-    failed(run_id, conversation_id, code, message, false)
+    let result = failed(run_id, conversation_id, code, message, false);
+    conclude(ctx, request, result, record).await
 }
 
 /// The whole run, start to finish.
@@ -250,7 +235,6 @@ async fn execute(
     cancel: CancellationToken,
 ) -> RunResult {
     let defaults = &ctx.defaults;
-    let metadata = request.metadata.clone();
     let group = request.group.clone();
     let model = group
         .as_ref()
@@ -263,7 +247,7 @@ async fn execute(
         conversation_id: Some(conversation_id.clone()),
         group_id: group.as_ref().map(|g| g.group_id.clone()),
         model: model.clone(),
-        metadata: metadata.as_ref().map(|m| m.to_string()),
+        metadata: request.metadata.as_ref().map(|m| m.to_string()),
     };
     // One round trip records the start and reads the history. A new conversation has no
     // history, so its run does not wait: the writer applies writes in the order they are
@@ -287,7 +271,7 @@ async fn execute(
         match started {
             Ok(Ok(Some(rows))) => parse_history(rows),
             Ok(Ok(None)) => {
-                return refuse_conversation(&ctx, &run_id, &conversation_id, &request).await
+                return refuse_conversation(&ctx, &run_id, &conversation_id, request).await
             }
             Ok(Err(e)) => return store_failure(&run_id, &conversation_id, e.to_string()),
             Err(e) => return store_failure(&run_id, &conversation_id, e.to_string()),
@@ -410,19 +394,34 @@ async fn execute(
             (result, record)
         }
     };
+    conclude(&ctx, request, result, record).await
+}
+
+/// Commit a run's outcome, then tell the bus how it ended.
+async fn conclude(
+    ctx: &RunContext,
+    request: RunRequest,
+    result: RunResult,
+    record: FinishRun,
+) -> RunResult {
     if let Ok(Err(e)) | Err(e) = ctx
         .store
         .send(record)
         .await
         .map_err(|e| crate::StoreError::Panic(e.to_string()))
     {
-        tracing::error!(run = %run_id, error = %e, "could not record the run's outcome");
+        tracing::error!(run = %result.run_id, error = %e, "could not record the run's outcome");
     }
+    let (run_id, conversation_id, metadata) = (
+        result.run_id.clone(),
+        result.conversation_id.clone(),
+        request.metadata,
+    );
     let event = match &result.error {
         None => GatewayEvent::RunComplete {
-            run_id: run_id.clone(),
-            source: request.source.clone(),
-            conversation_id: conversation_id.clone(),
+            run_id,
+            source: request.source,
+            conversation_id,
             output: result.output.clone().unwrap_or_default(),
             stop_reason: result.stop_reason.unwrap_or("end_turn").to_string(),
             input_tokens: result.usage.input_tokens as i64,
@@ -431,9 +430,9 @@ async fn execute(
             metadata,
         },
         Some(f) => GatewayEvent::RunError {
-            run_id: run_id.clone(),
-            source: request.source.clone(),
-            conversation_id: conversation_id.clone(),
+            run_id,
+            source: request.source,
+            conversation_id,
             code: f.code.clone(),
             error: f.message.clone(),
             metadata,

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Page, Paged, StoreError};
 use crate::store_handler;
-use crate::time::{now_ms, rfc3339};
+use crate::time::now_ms;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,23 +34,12 @@ pub struct ApprovalRow {
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
     pub timeout_action: String,
-    #[serde(serialize_with = "ms")]
+    #[serde(serialize_with = "crate::time::ms_as_rfc3339")]
     pub created_at: i64,
-    #[serde(serialize_with = "ms")]
+    #[serde(serialize_with = "crate::time::ms_as_rfc3339")]
     pub expires_at: i64,
-    #[serde(serialize_with = "opt_ms")]
+    #[serde(serialize_with = "crate::time::opt_ms_as_rfc3339")]
     pub decided_at: Option<i64>,
-}
-
-fn ms<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*v))
-}
-
-fn opt_ms<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_str(&rfc3339(*v)),
-        None => s.serialize_none(),
-    }
 }
 
 #[derive(Message)]

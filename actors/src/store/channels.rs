@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use crate::store_handler;
-use crate::time::{now_ms, rfc3339};
+use crate::time::now_ms;
 
 /// A channel as stored (credentials sealed).
 #[derive(Debug, Clone)]
@@ -49,21 +49,10 @@ pub struct InboxRow {
     pub reply: Option<String>,
     pub error: Option<String>,
     pub attempts: i64,
-    #[serde(serialize_with = "ms_as_rfc3339")]
+    #[serde(serialize_with = "crate::time::ms_as_rfc3339")]
     pub received_at: i64,
-    #[serde(serialize_with = "opt_ms_as_rfc3339")]
+    #[serde(serialize_with = "crate::time::opt_ms_as_rfc3339")]
     pub answered_at: Option<i64>,
-}
-
-fn ms_as_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*ms))
-}
-
-fn opt_ms_as_rfc3339<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 /// A message as a channel received it, before it has an id.

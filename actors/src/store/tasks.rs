@@ -27,14 +27,10 @@ pub struct TaskRow {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_micros: i64,
-    #[serde(serialize_with = "ms_as_rfc3339")]
+    #[serde(serialize_with = "crate::time::ms_as_rfc3339")]
     pub created_at: i64,
-    #[serde(serialize_with = "ms_as_rfc3339")]
+    #[serde(serialize_with = "crate::time::ms_as_rfc3339")]
     pub updated_at: i64,
-}
-
-fn ms_as_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*ms))
 }
 
 #[derive(Debug, Clone, Serialize)]
